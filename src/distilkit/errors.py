@@ -1,0 +1,37 @@
+"""The one error type for bad user input.
+
+A ``ConfigError`` names the config key (relative to its group, e.g. ``T``) and what is allowed.
+Code that builds a group's objects wraps the call in :func:`config_group` so the key that reaches
+the user is the full one (``loss.T``), written once, by the entry point, as a single line.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class ConfigError(ValueError):
+    """Bad user input: ``key`` is the config key, ``message`` says what is wrong and what is allowed."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+@contextmanager
+def config_group(group: str) -> Iterator[None]:
+    """Prefix the key of any ConfigError raised inside with ``group`` (``T`` -> ``loss.T``)."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.key == group or err.key.startswith(group + "."):
+            raise
+        raise ConfigError(f"{group}.{err.key}", err.message) from err
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise ``ConfigError(key, message)`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(key, message)
