@@ -1,0 +1,1 @@
+"""Deployment exports (ONNX) and the onnxruntime helpers that run them."""

@@ -1,0 +1,1 @@
+"""Building teachers and students (BERT family, Hugging Face ``BertForSequenceClassification``)."""

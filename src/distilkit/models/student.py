@@ -1,0 +1,98 @@
+"""Students: DistilBERT-style layer copies of the teacher, or a smaller BERT from random init.
+
+``DistilStudent`` (Sanh et al., 2019): same family and width as the teacher, fewer layers; the
+embeddings, pooler and classifier are copied and student layer ``i`` is a copy of teacher layer
+``layer_map[i]``. By default one layer out of two (``[0, 2, 4, ...]``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from transformers import BertConfig, BertForSequenceClassification, PreTrainedModel
+
+from distilkit.errors import ConfigError, check
+
+
+def default_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
+    """Evenly spaced teacher layers starting at 0: 12 -> 6 gives ``[0, 2, 4, 6, 8, 10]``."""
+    return [round(i * teacher_layers / student_layers) for i in range(student_layers)]
+
+
+def copy_layers(teacher: PreTrainedModel, layer_map: list[int]) -> PreTrainedModel:
+    """A new model equal to ``teacher`` except that its encoder keeps only layers ``layer_map``, in order."""
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layer_map)
+    student = type(teacher)(config)
+    keep = {f"{teacher.base_model_prefix}.encoder.layer.{t}.": f"{teacher.base_model_prefix}.encoder.layer.{s}." for s, t in enumerate(layer_map)}
+    state = {}
+    for name, tensor in teacher.state_dict().items():
+        if ".encoder.layer." not in name:
+            state[name] = tensor.clone()
+            continue
+        for src, dst in keep.items():
+            if name.startswith(src):
+                state[dst + name[len(src):]] = tensor.clone()
+    student.load_state_dict(state, strict=True)
+    return student
+
+
+class DistilStudent:
+    """``num_layers`` (default: half the teacher's) or an explicit ``layer_map`` of teacher layer indices."""
+
+    def __init__(self, num_layers: int | None = None, layer_map: list[int] | None = None):
+        if layer_map is not None:
+            layer_map = list(layer_map)
+            check(len(layer_map) > 0, "layer_map", "must list at least one teacher layer index")
+            check(
+                num_layers is None or num_layers == len(layer_map),
+                "num_layers",
+                f"is {num_layers} but layer_map has {len(layer_map)} entries; set one of them",
+            )
+        check(num_layers is None or num_layers >= 1, "num_layers", f"must be >= 1, got {num_layers}")
+        self.num_layers = num_layers
+        self.layer_map = layer_map
+
+    def resolve_layer_map(self, teacher_layers: int) -> list[int]:
+        if self.layer_map is not None:
+            bad = [i for i in self.layer_map if not 0 <= i < teacher_layers]
+            if bad:
+                raise ConfigError("layer_map", f"indices {bad} out of range: the teacher has layers 0..{teacher_layers - 1}")
+            return self.layer_map
+        num_layers = self.num_layers or max(1, teacher_layers // 2)
+        check(
+            num_layers <= teacher_layers,
+            "num_layers",
+            f"is {num_layers} but the teacher has only {teacher_layers} layers; allowed 1..{teacher_layers}",
+        )
+        return default_layer_map(teacher_layers, num_layers)
+
+    def build(self, teacher: PreTrainedModel) -> PreTrainedModel:
+        return copy_layers(teacher, self.resolve_layer_map(teacher.config.num_hidden_layers))
+
+
+class ScratchStudent:
+    """A smaller BERT with the teacher's vocabulary and labels, randomly initialized."""
+
+    def __init__(self, num_layers: int = 2, hidden_size: int = 128, num_attention_heads: int = 2, intermediate_size: int = 512):
+        for key, value in (("num_layers", num_layers), ("hidden_size", hidden_size), ("num_attention_heads", num_attention_heads), ("intermediate_size", intermediate_size)):
+            check(value >= 1, key, f"must be >= 1, got {value}")
+        check(hidden_size % num_attention_heads == 0, "hidden_size", f"{hidden_size} must be divisible by num_attention_heads={num_attention_heads}")
+        self.config = dict(
+            num_hidden_layers=num_layers,
+            hidden_size=hidden_size,
+            num_attention_heads=num_attention_heads,
+            intermediate_size=intermediate_size,
+        )
+
+    def build(self, teacher: PreTrainedModel) -> PreTrainedModel:
+        t = teacher.config
+        config = BertConfig(
+            vocab_size=t.vocab_size,
+            num_labels=t.num_labels,
+            max_position_embeddings=t.max_position_embeddings,
+            type_vocab_size=t.type_vocab_size,
+            pad_token_id=t.pad_token_id,
+            **self.config,
+        )
+        return BertForSequenceClassification(config)

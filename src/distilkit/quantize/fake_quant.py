@@ -1,0 +1,162 @@
+"""Fake quantization: quantize then dequantize in float, with straight-through gradients.
+
+Quantization-aware training after Jacob et al., "Quantization and Training of Neural Networks for
+Efficient Integer-Arithmetic-Only Inference" (CVPR 2018): the forward pass sees the rounded values,
+the backward pass treats rounding as the identity (the straight-through estimator of Bengio et al.,
+"Estimating or Propagating Gradients Through Stochastic Neurons", 2013).
+
+The weight codes reproduce the deployment quantizers bit for bit, so the trained fake-quantized
+weights are exactly the weights that run after conversion:
+
+* int8 (:func:`int8_codes`): per output channel, symmetric, ``scale = max|w| / 127``,
+  ``q = clamp(round_half_even(w / scale), -127, 127)``: onnxruntime's ``quantize_dynamic`` with
+  ``per_channel=True`` and ``QInt8`` weights (``WeightSymmetric`` default).
+* int4 (:func:`int4_codes`): groups of ``group_size`` consecutive input features per output
+  channel, symmetric as MLAS does it for ``MatMulNBits`` (``MlasQuantizeBlockwise`` without zero
+  points): ``scale = m / -8`` where ``m`` is the group's largest-magnitude element (so ``m`` maps
+  to -8 and the 16 levels ``-8..7`` are all used), ``q = clamp(round_half_up(w * (1/scale)), -8, 7)``.
+
+Activations (:class:`ActivationFakeQuant`) use the uint8 affine scheme of onnxruntime's
+``DynamicQuantizeLinear`` (range widened to contain 0, ``scale = (max - min) / 255``), with the
+range tracked by an exponential moving average of batch min/max as in Jacob et al. 2018.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+EMA_MOMENTUM = 0.01  # weight of the newest batch in the moving min/max (torch's default averaging constant)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward ``quantize(w)``; backward passes the gradient through unchanged."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, quantize: Callable[[Tensor], Tensor]) -> Tensor:
+        return quantize(w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def _nonzero_scale(scale: Tensor) -> Tensor:
+    """Scale 1 where a channel or group is all zeros (its codes are 0 either way), as ORT does."""
+    return torch.where(scale.abs() < torch.finfo(scale.dtype).tiny, torch.ones_like(scale), scale)
+
+
+def int8_codes(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-output-channel symmetric int8 codes of a ``[out, in]`` weight: ``(q [out, in], scale [out])``."""
+    w = w.detach().float()
+    scale = _nonzero_scale(w.abs().amax(dim=1) / 127)
+    q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
+    return q, scale
+
+
+def int4_codes(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
+    """Group-wise symmetric int4 codes (MLAS scheme) of a ``[out, in]`` weight, ``in % group_size == 0``.
+
+    Returns ``(q [out, in] in -8..7, scale [out, in // group_size])``.
+    """
+    w = w.detach().float()
+    out_features, in_features = w.shape
+    groups = w.reshape(out_features, in_features // group_size, group_size)
+    hi, lo = groups.amax(dim=-1), groups.amin(dim=-1)
+    extreme = torch.where(hi.abs() > lo.abs(), hi, lo)  # MLAS: fabsf(max) > fabsf(min) ? max : min
+    scale = _nonzero_scale(extreme / -8)
+    scaled = groups * (1 / scale)[..., None] + 8  # MLAS rounds v * (1/scale) + zero_point(8) ...
+    floor = torch.floor(scaled)
+    rounded = floor + (scaled - floor >= 0.5).to(scaled.dtype)  # ... with roundf (half away from 0)
+    q = torch.clamp(rounded, 0, 15) - 8
+    return q.reshape(out_features, in_features), scale
+
+
+def int8_fake_quant(w: Tensor) -> Tensor:
+    """``w`` rounded to its int8 grid (dequantized), straight-through gradient."""
+
+    def quantize(weight: Tensor) -> Tensor:
+        q, scale = int8_codes(weight)
+        return (q * scale[:, None]).to(weight.dtype)
+
+    return _StraightThrough.apply(w, quantize)
+
+
+def int4_fake_quant(w: Tensor, group_size: int) -> Tensor:
+    """``w`` rounded to its group-wise int4 grid (dequantized), straight-through gradient."""
+
+    def quantize(weight: Tensor) -> Tensor:
+        q, scale = int4_codes(weight, group_size)
+        return (q * scale.repeat_interleave(group_size, dim=1)).to(weight.dtype)
+
+    return _StraightThrough.apply(w, quantize)
+
+
+class Int8WeightFakeQuant(nn.Module):
+    """Stateless per-channel int8 weight fake quantization (scales follow the current weights)."""
+
+    def forward(self, w: Tensor) -> Tensor:
+        return int8_fake_quant(w)
+
+
+class Int4WeightFakeQuant(nn.Module):
+    """Stateless group-wise int4 weight fake quantization (scales follow the current weights)."""
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, w: Tensor) -> Tensor:
+        return int4_fake_quant(w, self.group_size)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"
+
+
+def _mark_initialized(module: "ActivationFakeQuant", incompatible_keys) -> None:
+    """A range loaded from a checkpoint counts as observed."""
+    module.initialized = True
+
+
+class ActivationFakeQuant(nn.Module):
+    """uint8 affine fake quantization of a tensor with an EMA min/max observer.
+
+    The observer updates in training mode while ``observing`` is true; the first tensor seen
+    initializes the range in any mode (so a validation pass before training has a range).
+    Setting ``observing = False`` freezes the range, and with it scale and zero point.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("min_val", torch.tensor(0.0))
+        self.register_buffer("max_val", torch.tensor(0.0))
+        self.observing = True
+        self.initialized = False
+        self.register_load_state_dict_post_hook(_mark_initialized)
+
+    def _observe(self, x: Tensor) -> None:
+        lo, hi = torch.aminmax(x.detach().float())
+        if self.initialized:
+            lo = self.min_val + EMA_MOMENTUM * (lo - self.min_val)
+            hi = self.max_val + EMA_MOMENTUM * (hi - self.max_val)
+        self.min_val.copy_(lo)
+        self.max_val.copy_(hi)
+        self.initialized = True
+
+    def qparams(self) -> tuple[Tensor, Tensor]:
+        """Current ``(scale, zero_point)`` (float32, int32 scalars)."""
+        lo, hi = self.min_val.clamp(max=0), self.max_val.clamp(min=0)
+        scale = _nonzero_scale((hi - lo) / 255)
+        zero_point = torch.clamp(torch.round(-lo / scale), 0, 255).to(torch.int32)
+        return scale, zero_point
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.initialized or (self.training and self.observing):
+            self._observe(x)
+        scale, zero_point = self.qparams()
+        return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero_point, 0, 255).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"observing={self.observing}"

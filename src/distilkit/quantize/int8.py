@@ -1,0 +1,69 @@
+"""Real int8 models: torch dynamic-quantized Linear and onnxruntime ``MatMulInteger``.
+
+Both runtimes quantize weights per output channel, symmetric int8 with the codes of
+:func:`distilkit.quantize.fake_quant.int8_codes`, and quantize activations to uint8 at run time
+from each tensor's own range ("dynamic quantization"). torch runs ``torch.ao.nn.quantized.dynamic.Linear``
+(fbgemm/x86 kernels; deprecated in torch 2.10+ in favour of torchao but working in 2.13); ONNX runs
+``DynamicQuantizeLinear`` + ``MatMulInteger`` from ``onnxruntime.quantization.quantize_dynamic``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.ao.nn.quantized.dynamic as nnqd
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from torch import nn
+
+from distilkit.export.onnx import atomic_output
+from distilkit.quantize.fake_quant import int8_codes
+from distilkit.quantize.onnx_graph import load_for_quantization, quiet_ort_logging, weight_matmuls
+from distilkit.quantize.targets import quantized_linears
+
+
+def dynamic_int8_linear(linear: nn.Linear) -> nnqd.Linear:
+    """A torch dynamic-quantized copy of ``linear`` with the shared int8 weight codes."""
+    q, scale = int8_codes(linear.weight)
+    dequantized = q * scale[:, None]  # re-quantizing grid points with the same scales gives back q exactly
+    qweight = torch.quantize_per_channel(
+        dequantized, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8
+    )
+    qlinear = nnqd.Linear(linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8)
+    bias = None if linear.bias is None else linear.bias.detach().float()
+    qlinear.set_weight_bias(qweight, bias)
+    return qlinear
+
+
+def replace_linears(model: nn.Module, keep_fp32: Sequence[str], build) -> nn.Module:
+    """A CPU deep copy of ``model`` with every quantized Linear replaced by ``build(linear)``."""
+    model = copy.deepcopy(model).cpu().eval()
+    for name, linear in quantized_linears(model, keep_fp32).items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, build(linear))
+    return model
+
+
+def to_int8_torch(model: nn.Module, keep_fp32: Sequence[str]) -> nn.Module:
+    """The torch int8 runtime model (dynamic quantization of every non-kept Linear)."""
+    return replace_linears(model, keep_fp32, dynamic_int8_linear)
+
+
+def quantize_onnx_int8(fp32_onnx: Path, out_path: Path, keep_fp32: Sequence[str]) -> Path:
+    """onnxruntime dynamic int8 quantization (per-channel symmetric int8 weights) of the fp32 export."""
+    model = load_for_quantization(fp32_onnx)
+    nodes = weight_matmuls(model, keep_fp32)
+    with atomic_output(out_path) as tmp, quiet_ort_logging():
+        quantize_dynamic(
+            model,
+            tmp,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            reduce_range=False,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    return Path(out_path)

@@ -1,0 +1,39 @@
+"""``quantizer=qat_int8``: quantization-aware training for int8 (Jacob et al. 2018).
+
+Training: each Linear not in ``keep_fp32`` sees int8 fake-quantized weights (per output channel,
+symmetric) and uint8 fake-quantized inputs (EMA min/max observer, frozen at ``freeze_at``), with
+straight-through gradients. Conversion: the same per-channel int8 weight codes run in torch
+dynamic-quantized Linear layers and in onnxruntime ``MatMulInteger``; the fake-quantized weights
+seen in training equal the deployed weights exactly. At deployment activations are quantized
+dynamically per tensor (the learned activation ranges are a training-time model of 8-bit
+activation noise; the deployed ranges are per batch, never coarser).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from distilkit.quantize.base import Converted
+from distilkit.quantize.fake_quant import Int8WeightFakeQuant
+from distilkit.quantize.int8 import quantize_onnx_int8, to_int8_torch
+from distilkit.quantize.qat import QATQuantizer, strip_fake_quant
+
+
+class QATInt8Quantizer(QATQuantizer):
+    """int8 QAT; ``freeze_at``: fraction of training after which activation ranges freeze."""
+
+    def __init__(self, keep_fp32: Sequence[str] = ("classifier",), freeze_at: float = 0.8):
+        super().__init__(keep_fp32, freeze_at)
+
+    def weight_fake_quant(self) -> nn.Module:
+        return Int8WeightFakeQuant()
+
+    def convert(self, model: nn.Module) -> Converted:
+        float_model = strip_fake_quant(model)
+        return Converted(float_model, to_int8_torch(float_model, self.keep_fp32), precision="int8")
+
+    def quantize_onnx(self, fp32_onnx: Path, out_path: Path) -> Path:
+        return quantize_onnx_int8(fp32_onnx, out_path, self.keep_fp32)

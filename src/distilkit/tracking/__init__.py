@@ -1,0 +1,3 @@
+from distilkit.tracking.mlflow_run import MlflowTracker, flatten
+
+__all__ = ["MlflowTracker", "flatten"]

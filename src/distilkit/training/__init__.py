@@ -1,0 +1,1 @@
+"""Training: the Lightning module, the teacher fine-tune cache and the teacher-logit store."""

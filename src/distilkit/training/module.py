@@ -1,0 +1,108 @@
+"""The LightningModule: steps and logs. Models, loss, optimizer factory and compressors come in built."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from distilkit.losses.base import DistillLoss
+from distilkit.losses.outputs import Needs, Outputs
+
+ONLINE = (Needs.HIDDEN, Needs.HIDDEN_AND_ATTENTIONS)
+
+
+class DistillModule(L.LightningModule):
+    """Trains ``student`` with ``loss``. Teacher logits arrive in the batch (``teacher_logits``) from the
+    soft-label store; a loss that needs hidden states or attentions gets the frozen teacher run online.
+
+    ``compressors`` (pruner, quantizer) are prepare/convert pairs: ``prepare`` runs in ``setup("fit")``,
+    ``on_train_progress`` before every batch; ``convert`` is the pipeline's, after fit.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        loss: DistillLoss,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        teacher: nn.Module | None = None,
+        compressors: Sequence = (),
+        log_prefix: str = "",
+    ):
+        super().__init__()
+        self.student = student
+        self.loss = loss
+        self.teacher = teacher.eval().requires_grad_(False) if loss.needs in ONLINE else None
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.compressors = list(compressors)
+        self.prefix = log_prefix
+        self.val_acc = MulticlassAccuracy(num_classes=student.config.num_labels, average="micro")
+        self._attn_impl = None
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.loss.needs == Needs.HIDDEN_AND_ATTENTIONS:  # attention maps need the eager kernel
+            self._attn_impl = self.student.config._attn_implementation
+            for model in (self.student, self.teacher):
+                model.set_attn_implementation("eager")
+        for compressor in self.compressors:
+            self.student = compressor.prepare(self.student)
+
+    def on_fit_end(self) -> None:
+        if self._attn_impl is not None:
+            for model in (self.student, self.teacher):
+                model.set_attn_implementation(self._attn_impl)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher never trains: no dropout
+        return self
+
+    def _run(self, model: nn.Module, batch: dict) -> Outputs:
+        deep = self.loss.needs in ONLINE
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=deep,
+            output_attentions=self.loss.needs == Needs.HIDDEN_AND_ATTENTIONS,
+        )
+        return Outputs.of(out)
+
+    def _teacher(self, batch: dict) -> Outputs | None:
+        if self.loss.needs == Needs.NOTHING:
+            return None
+        if self.loss.needs == Needs.LOGITS:
+            return Outputs(batch["teacher_logits"])
+        with torch.no_grad():
+            return self._run(self.teacher, batch)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        fraction = self.global_step / max(1, self.trainer.estimated_stepping_batches)
+        for compressor in self.compressors:
+            compressor.on_train_progress(self.student, fraction)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        parts = self.loss(self._run(self.student, batch), self._teacher(batch), batch["labels"], batch["attention_mask"])
+        self.log(f"{self.prefix}train/loss", parts["loss"], prog_bar=True)
+        self.log_dict({f"{self.prefix}train/{k}": v for k, v in parts.items() if k != "loss"})
+        return parts["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        self.val_acc(logits, batch["labels"])
+        self.log(f"{self.prefix}val/acc", self.val_acc, prog_bar=True)
+
+    def configure_optimizers(self):
+        params = [p for m in (self.student, self.loss) for p in m.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,118 @@
+"""The pipeline in-process on tiny configs: every group option trains, caches are reused, bad input fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from distilkit.errors import ConfigError
+from distilkit.pipeline import run
+from distilkit.training.logit_store import LogitStore
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+GROUP_OPTIONS = [(g, p.stem) for g in ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware") for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def option_overrides(group: str, option: str, tiny_bert_dir: Path, text_lines_dir: Path) -> list[str]:
+    """What an option needs to run here, offline and tiny."""
+    extra = {
+        ("data", "sst2"): [f"data.path={text_lines_dir}", "data.max_length=16"],
+        ("data", "text_lines"): [f"data.path={text_lines_dir}", "data.max_length=16"],
+        ("teacher", "bert_base"): [f"teacher.name_or_path={tiny_bert_dir}", "teacher.finetune.max_epochs=1"],
+        ("teacher", "minilm"): [f"teacher.name_or_path={tiny_bert_dir}", "teacher.finetune.max_epochs=1"],
+    }.get((group, option), [])
+    return [f"{group}={option}", *extra]
+
+
+def finished_runs(root: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    return mlflow.search_runs(search_all_experiments=True)
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_option_composes_and_trains(group, option, compose_cfg, tiny_bert_dir, text_lines_dir, tmp_path):
+    if (group, option) == ("hardware", "gpu") and not torch.cuda.is_available():
+        cfg = compose_cfg(f"{group}={option}")  # composes everywhere; trains only where a GPU is
+        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+        pytest.skip("no GPU here")
+    cfg = compose_cfg(*option_overrides(group, option, tiny_bert_dir, text_lines_dir), "trainer.fast_dev_run=true")
+    metrics = run(cfg, {group: option})
+    for key in ("teacher/dev_acc", "student/dev_acc", "student/size_mb", "student/latency_b1_p50_ms", "student/retention_dev"):
+        assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
+    runs = finished_runs(tmp_path)
+    assert list(runs["status"]) == ["FINISHED"]
+    assert runs[f"tags.{group}"][0] == option
+
+
+def test_second_run_reuses_teacher_and_logits(compose_cfg, monkeypatch):
+    cfg = compose_cfg("trainer.fast_dev_run=true")
+    run(cfg, {})
+    computed = []
+    original = LogitStore.get_or_compute
+
+    def spy(self, key, shape, compute):
+        return original(self, key, shape, lambda: computed.append(key) or compute())
+
+    monkeypatch.setattr(LogitStore, "get_or_compute", spy)
+    fits = []
+    monkeypatch.setattr("distilkit.pipeline.Run.finetune", lambda self, model, spec: fits.append(1))
+    run(compose_cfg("trainer.fast_dev_run=true", "loss.T=2"), {})
+    assert computed == [] and fits == []  # no teacher forward pass, no fine-tuning
+    run(compose_cfg("trainer.fast_dev_run=true", "data.num_train=48"), {})
+    assert len(computed) == 3 and fits == [1]  # new data: new teacher, logits for every split recomputed
+
+
+def test_corrupt_teacher_cache_is_recomputed(compose_cfg, tmp_path):
+    cfg = compose_cfg("trainer.fast_dev_run=true")
+    run(cfg, {})
+    entries = list((tmp_path / ".cache/distilkit/teachers").iterdir())
+    assert len(entries) == 1
+    (entries[0] / "model.safetensors").write_bytes(b"garbage")
+    metrics = run(compose_cfg("trainer.fast_dev_run=true"), {})
+    assert metrics["teacher/dev_acc"] >= 0
+    assert list(finished_runs(tmp_path)["status"]) == ["FINISHED", "FINISHED"]
+
+
+BAD_INPUTS = [
+    (["loss.T=0"], "loss.T", "> 0"),
+    (["loss.T=-2"], "loss.T", "> 0"),
+    (["loss.alpha=1.5"], "loss.alpha", "[0, 1]"),
+    (["loss=intermediate", "loss.alpha=-0.5"], "loss.alpha", "[0, 1]"),
+    (["student.num_layers=3"], "student.num_layers", "allowed 1..2"),
+    (["student.layer_map=[0,5]"], "student.layer_map", "out of range"),
+    (["data=text_lines", "data.path=/nonexistent/dir"], "data.path", "missing"),
+    (["data=sst2", "data.path=/nonexistent/dir"], "data.path", "missing"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,allowed", BAD_INPUTS, ids=[" ".join(o) for o, _, _ in BAD_INPUTS])
+def test_bad_input_names_key(overrides, key, allowed, compose_cfg, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg(*overrides, "trainer.fast_dev_run=true"), {})
+    assert err.value.key == key and allowed in err.value.message
+    assert "\n" not in str(err.value)
+    runs = finished_runs(tmp_path) if (tmp_path / "mlflow.db").exists() else None
+    assert runs is None or "FINISHED" not in set(runs["status"])
+    assert not list(tmp_path.rglob("*.tmp*"))  # nothing half-written
+
+
+def test_malformed_line_names_file_and_line(compose_cfg, text_lines_dir, tmp_path):
+    dev = text_lines_dir / "dev.txt"
+    lines = dev.read_text().splitlines()
+    lines[2] = "positive this line has a word label"
+    dev.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg("data=text_lines", f"data.path={text_lines_dir}", "trainer.fast_dev_run=true"), {})
+    assert err.value.key == "data.path" and f"{dev}:3:" in err.value.message
+    assert set(finished_runs(tmp_path)["status"]) == {"FAILED"}
+    assert not (tmp_path / ".cache/distilkit/teachers").exists()
+
+
+def test_label_count_mismatch(compose_cfg, tiny_bert_dir, text_lines_dir):
+    # tiny_bert_dir has a 2-label head; the data has 3 classes; finetuned=true keeps the head
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg("data=text_lines", f"data.path={text_lines_dir}", "teacher=minilm", f"teacher.name_or_path={tiny_bert_dir}", "teacher.finetuned=true", "trainer.fast_dev_run=true"), {})
+    assert err.value.key == "teacher.name_or_path" and "2 labels" in err.value.message and "3" in err.value.message
