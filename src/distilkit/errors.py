@@ -12,12 +12,16 @@ from typing import Iterator
 
 
 class ConfigError(ValueError):
-    """Bad user input: ``key`` is the config key, ``message`` says what is wrong and what is allowed."""
+    """Bad user input: ``key`` is the config key, ``message`` says what is wrong and what is allowed.
+
+    ``{key}`` inside the message stands for the full key, so a hint like ``pass {key}=DIR`` reads
+    ``pass teacher.name_or_path=DIR`` once the group is known.
+    """
 
     def __init__(self, key: str, message: str):
         self.key = key
         self.message = message
-        super().__init__(f"{key}: {message}")
+        super().__init__(f"{key}: {message.replace('{key}', key)}")
 
 
 @contextmanager

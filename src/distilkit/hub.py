@@ -16,7 +16,7 @@ from distilkit.errors import ConfigError
 
 
 class HubUnavailable(ConfigError):
-    def __init__(self, key: str, name: str, local_option: str):
+    def __init__(self, key: str, name: str, local_option: str = "{key}=DIR"):
         home = os.environ.get("HF_HOME", "~/.cache/huggingface")
         super().__init__(
             key,
@@ -54,5 +54,5 @@ def from_pretrained(loader, name_or_path: str, key: str, **kwargs):
     if _is_cached(name_or_path) and not hub_reachable():
         return loader.from_pretrained(name_or_path, local_files_only=True, **kwargs)
     if not hub_reachable():
-        raise HubUnavailable(key, name_or_path, f"{key}=DIR")
+        raise HubUnavailable(key, name_or_path)
     return loader.from_pretrained(name_or_path, **kwargs)

@@ -12,6 +12,7 @@ quantizers in :mod:`distilkit.quantize` use both facts.
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +24,10 @@ from torch import nn
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
+HARMLESS_WARNINGS = (  # emitted by torch 2.13's exporter internals for every BERT export
+    r".*isinstance\(treespec, LeafSpec\)",
+    r"# The axis name: .* will not be used",
+)
 
 
 @contextmanager
@@ -56,7 +61,9 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int) -> Path:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            for message in HARMLESS_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
             program = torch.onnx.export(
                 model,
                 (),

@@ -50,7 +50,7 @@ class PretrainedTeacher:
     def build(self, train_texts: list[str], num_labels: int):
         """``(model, tokenizer)`` loaded by name or path; a new head when not ``finetuned``."""
         tokenizer = from_pretrained(AutoTokenizer, self.name_or_path, key="name_or_path")
-        kwargs = {} if self.finetuned else {"num_labels": num_labels}
+        kwargs = {} if self.finetuned else {"num_labels": num_labels, "ignore_mismatched_sizes": True}
         model = from_pretrained(AutoModelForSequenceClassification, self.name_or_path, key="name_or_path", **kwargs)
         check(
             model.config.num_labels == num_labels,

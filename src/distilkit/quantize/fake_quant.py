@@ -8,17 +8,23 @@ the backward pass treats rounding as the identity (the straight-through estimato
 The weight codes reproduce the deployment quantizers bit for bit, so the trained fake-quantized
 weights are exactly the weights that run after conversion:
 
-* int8 (:func:`int8_codes`): per output channel, symmetric, ``scale = max|w| / 127``,
-  ``q = clamp(round_half_even(w / scale), -127, 127)``: onnxruntime's ``quantize_dynamic`` with
-  ``per_channel=True`` and ``QInt8`` weights (``WeightSymmetric`` default).
+* int8 (:func:`int8_codes`): per output channel, symmetric, ``scale = max|w| / 127.5``,
+  ``q = clamp(round_half_even(w / scale), -128, 127)``: torch's default per-channel symmetric
+  qint8 weight observer, and onnxruntime's ``quantize_dynamic`` with ``per_channel=True``,
+  ``QUInt8`` weights and ``WeightSymmetric`` (zero point 128, codes ``q + 128``).
 * int4 (:func:`int4_codes`): groups of ``group_size`` consecutive input features per output
   channel, symmetric as MLAS does it for ``MatMulNBits`` (``MlasQuantizeBlockwise`` without zero
   points): ``scale = m / -8`` where ``m`` is the group's largest-magnitude element (so ``m`` maps
   to -8 and the 16 levels ``-8..7`` are all used), ``q = clamp(round_half_up(w * (1/scale)), -8, 7)``.
 
-Activations (:class:`ActivationFakeQuant`) use the uint8 affine scheme of onnxruntime's
-``DynamicQuantizeLinear`` (range widened to contain 0, ``scale = (max - min) / 255``), with the
-range tracked by an exponential moving average of batch min/max as in Jacob et al. 2018.
+Activations:
+
+* :class:`ActivationFakeQuant` (int8 QAT): the uint8 affine scheme of onnxruntime's
+  ``DynamicQuantizeLinear`` (range widened to contain 0, ``scale = (max - min) / 255``), with the
+  range tracked by an exponential moving average of batch min/max as in Jacob et al. 2018.
+* :class:`BlockActivationFakeQuant` (int4 QAT): what ``MatMulNBits`` with ``accuracy_level=4``
+  does at run time: each row is split in blocks of ``group_size`` features, each block quantized
+  symmetrically to int8 with ``scale = max|x| / 127``.
 """
 
 from __future__ import annotations
@@ -51,8 +57,8 @@ def _nonzero_scale(scale: Tensor) -> Tensor:
 def int8_codes(w: Tensor) -> tuple[Tensor, Tensor]:
     """Per-output-channel symmetric int8 codes of a ``[out, in]`` weight: ``(q [out, in], scale [out])``."""
     w = w.detach().float()
-    scale = _nonzero_scale(w.abs().amax(dim=1) / 127)
-    q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
+    scale = _nonzero_scale(w.abs().amax(dim=1) / 127.5)
+    q = torch.clamp(torch.round(w / scale[:, None]), -128, 127)
     return q, scale
 
 
@@ -160,3 +166,28 @@ class ActivationFakeQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"observing={self.observing}"
+
+
+def int8_block_fake_quant(x: Tensor, block_size: int) -> Tensor:
+    """``x`` (last dim divisible by ``block_size``) rounded blockwise to symmetric int8, straight-through gradient."""
+
+    def quantize(t: Tensor) -> Tensor:
+        blocks = t.float().reshape(*t.shape[:-1], t.shape[-1] // block_size, block_size)
+        scale = _nonzero_scale(blocks.abs().amax(dim=-1, keepdim=True) / 127)
+        return (torch.round(blocks / scale) * scale).reshape(t.shape).to(t.dtype)
+
+    return _StraightThrough.apply(x, quantize)
+
+
+class BlockActivationFakeQuant(nn.Module):
+    """Stateless dynamic blockwise int8 fake quantization of a Linear's input (MatMulNBits scheme)."""
+
+    def __init__(self, block_size: int):
+        super().__init__()
+        self.block_size = block_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return int8_block_fake_quant(x, self.block_size)
+
+    def extra_repr(self) -> str:
+        return f"block_size={self.block_size}"

@@ -1,14 +1,17 @@
 """Preparing an fp32 ONNX export for onnxruntime's quantizers.
 
+:func:`load_for_quantization` loads the export and picks the nodes to quantize:
+
 * ``graph.value_info`` is cleared: the dynamo exporter records intermediate shapes that
   onnxruntime's quantization tools fail to reconcile with their own shape inference.
-* ``Gemm`` nodes with a constant weight (the exporter emits them for Linear layers on 2-D inputs:
-  pooler and classifier) become ``MatMul`` (+ ``Add`` for the bias): onnxruntime quantizes
+* A ``MatMul`` or ``Gemm`` node with a constant 2-D weight is a Linear layer; the exporter's
+  ``pkg.torch.onnx.name_scopes`` node metadata names its module, and the ``keep_fp32`` rule of
+  :mod:`distilkit.quantize.targets` decides whether it is quantized. Attention-score MatMuls (no
+  constant operand) are never quantized.
+* Selected ``Gemm`` nodes (the exporter emits them for Linear layers on 2-D inputs, i.e. the
+  pooler, and the classifier unless kept) become ``MatMul`` + ``Add``: onnxruntime quantizes
   ``MatMul`` only (``MatMulInteger`` for int8, ``MatMulNBits`` for int4), and this way every
   quantized Linear is quantized in ONNX exactly as in torch.
-* :func:`weight_matmuls` picks the ``MatMul`` nodes with a constant weight whose module (from the
-  exporter's ``pkg.torch.onnx.name_scopes`` node metadata) is not kept in fp32; attention-score
-  MatMuls (no constant operand) are never quantized.
 """
 
 from __future__ import annotations
@@ -46,43 +49,6 @@ def quiet_ort_logging() -> Iterator[None]:
         root.handlers[:] = handlers
 
 
-def load_for_quantization(path: Path) -> onnx.ModelProto:
-    """Load the fp32 export, clear ``value_info`` and rewrite constant-weight ``Gemm`` to ``MatMul``."""
-    model = onnx.load(str(path))
-    del model.graph.value_info[:]
-    _gemm_to_matmul(model.graph)
-    return model
-
-
-def _gemm_to_matmul(graph: onnx.GraphProto) -> None:
-    initializers = {init.name: init for init in graph.initializer}
-    nodes = []
-    for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
-        if node.op_type != "Gemm" or not plain or node.input[1] not in initializers:
-            nodes.append(node)
-            continue
-        weight = numpy_helper.to_array(initializers[node.input[1]])
-        if attrs.get("transB", 0):
-            weight = weight.T
-        weight_name = f"{node.input[1]}_matmul"
-        graph.initializer.append(numpy_helper.from_array(weight.copy(), weight_name))
-        has_bias = len(node.input) > 2 and node.input[2]
-        matmul_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
-        matmul = helper.make_node("MatMul", [node.input[0], weight_name], [matmul_out], name=f"{node.name}_matmul")
-        matmul.metadata_props.extend(node.metadata_props)
-        nodes.append(matmul)
-        if has_bias:
-            nodes.append(helper.make_node("Add", [matmul_out, node.input[2]], [node.output[0]], name=f"{node.name}_bias"))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-
-
 def _scopes(node: onnx.NodeProto) -> list[str] | None:
     for prop in node.metadata_props:
         if prop.key == NAME_SCOPES:
@@ -90,12 +56,33 @@ def _scopes(node: onnx.NodeProto) -> list[str] | None:
     return None
 
 
-def weight_matmuls(model: onnx.ModelProto, keep_fp32: Sequence[str]) -> list[str]:
-    """Names of the ``MatMul`` nodes with a constant 2-D weight that are not kept in fp32."""
-    weights = {init.name for init in model.graph.initializer if len(init.dims) == 2}
-    names = []
-    for node in model.graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in weights:
+def _gemm_as_matmul(node: onnx.NodeProto, weight: onnx.TensorProto) -> tuple[list[onnx.NodeProto], onnx.TensorProto] | None:
+    """``Y = A @ B' + C`` as ``MatMul`` (+ ``Add``) with a new weight initializer; ``None`` if not that form."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+        return None
+    array = numpy_helper.to_array(weight)
+    matrix = numpy_helper.from_array((array.T if attrs.get("transB", 0) else array).copy(), f"{weight.name}_matmul")
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+    matmul = helper.make_node("MatMul", [node.input[0], matrix.name], [product], name=f"{node.name}_matmul")
+    matmul.metadata_props.extend(node.metadata_props)
+    nodes = [matmul]
+    if has_bias:
+        nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias"))
+    return nodes, matrix
+
+
+def load_for_quantization(path: Path, keep_fp32: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """The fp32 export made ready for onnxruntime quantization, and the ``MatMul`` nodes to quantize."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    del graph.value_info[:]
+    weights = {init.name: init for init in graph.initializer if len(init.dims) == 2}
+    nodes, selected = [], []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.input[1] not in weights:
+            nodes.append(node)
             continue
         scopes = _scopes(node)
         if scopes is None and keep_fp32:
@@ -103,8 +90,23 @@ def weight_matmuls(model: onnx.ModelProto, keep_fp32: Sequence[str]) -> list[str
                 f"ONNX node {node.name!r} has no {NAME_SCOPES} metadata, so keep_fp32 cannot be applied; "
                 "export with distilkit.export.onnx.export_onnx"
             )
-        if not any(is_kept(scope, keep_fp32) for scope in scopes or []):
-            names.append(node.name)
-    if not names:
+        rewritten = _gemm_as_matmul(node, weights[node.input[1]]) if node.op_type == "Gemm" else None
+        if any(is_kept(scope, keep_fp32) for scope in scopes or []) or (node.op_type == "Gemm" and rewritten is None):
+            nodes.append(node)  # kept in fp32 (or a Gemm that is not a plain Linear)
+        elif rewritten is None:
+            nodes.append(node)
+            selected.append(node.name)
+        else:
+            new_nodes, matrix = rewritten
+            nodes.extend(new_nodes)
+            graph.initializer.append(matrix)
+            selected.append(new_nodes[0].name)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    initializers = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    if not selected:
         raise ConfigError("keep_fp32", f"{list(keep_fp32)!r} leaves no weight MatMul of the ONNX model to quantize")
-    return names
+    return model, selected

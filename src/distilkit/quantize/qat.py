@@ -4,9 +4,8 @@
 swapped, as ``torch.ao.quantization`` swaps modules, but keeping the same object): parameters,
 their names in the state dict, hooks and ``torch.nn.utils.prune`` reparametrizations survive, so
 the optimizer created afterwards sees the same parameters and a pruner may run before or after.
-The forward pass fake-quantizes the Linear's input (int8, EMA-observed range) and its weight
-(the quantizer's weight scheme), see :mod:`distilkit.quantize.fake_quant`. Only Linear modules
-are touched, so any loss works.
+The forward pass fake-quantizes the Linear's input and its weight with the quantizer's schemes
+(:mod:`distilkit.quantize.fake_quant`). Only Linear modules are touched, so any loss works.
 """
 
 from __future__ import annotations
@@ -18,27 +17,26 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distilkit.quantize.base import Quantizer, check_unit_interval
-from distilkit.quantize.fake_quant import ActivationFakeQuant
+from distilkit.quantize.base import Quantizer
 from distilkit.quantize.targets import check_keep_fp32, quantized_linears
 
 
 class QATLinear(nn.Linear):
     """``nn.Linear`` whose input and weight pass through fake quantization."""
 
-    input_fq: ActivationFakeQuant
+    input_fq: nn.Module
     weight_fq: nn.Module
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self.input_fq(x), self.weight_fq(self.weight), self.bias)
 
 
-def attach_fake_quant(linear: nn.Linear, weight_fq: nn.Module) -> None:
+def attach_fake_quant(linear: nn.Linear, input_fq: nn.Module, weight_fq: nn.Module) -> None:
     """Make ``linear`` a :class:`QATLinear` in place."""
     if type(linear) is not nn.Linear:
         raise TypeError(f"QAT supports plain nn.Linear modules, got {type(linear).__name__}")
     linear.__class__ = QATLinear
-    linear.input_fq = ActivationFakeQuant()
+    linear.input_fq = input_fq
     linear.weight_fq = weight_fq
 
 
@@ -53,16 +51,18 @@ def strip_fake_quant(model: nn.Module) -> nn.Module:
 
 
 class QATQuantizer(Quantizer):
-    """Inserts fake quantization in ``prepare`` and freezes the activation observers at ``freeze_at``.
+    """Inserts fake quantization into every Linear not in ``keep_fp32`` in ``prepare``.
 
     Weight scales are not observed: they are recomputed from the current weights on every forward
-    (as the deployment quantizer computes them from the final weights), so there is nothing to
-    freeze for weights. Activation ranges stop updating once ``fraction >= freeze_at``.
+    pass, as the deployment quantizer computes them from the final weights.
     """
 
-    def __init__(self, keep_fp32: Sequence[str], freeze_at: float):
+    def __init__(self, keep_fp32: Sequence[str]):
         self.keep_fp32 = check_keep_fp32(keep_fp32)
-        self.freeze_at = check_unit_interval("freeze_at", freeze_at)
+
+    @abstractmethod
+    def input_fake_quant(self) -> nn.Module:
+        """A new input (activation) fake-quantization module for one Linear."""
 
     @abstractmethod
     def weight_fake_quant(self) -> nn.Module:
@@ -70,11 +70,6 @@ class QATQuantizer(Quantizer):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         for linear in quantized_linears(model, self.keep_fp32).values():
-            attach_fake_quant(linear, self.weight_fake_quant())
+            if not isinstance(linear, QATLinear):  # prepare is idempotent
+                attach_fake_quant(linear, self.input_fake_quant(), self.weight_fake_quant())
         return model
-
-    def on_train_progress(self, model: nn.Module, fraction: float) -> None:
-        observing = fraction < self.freeze_at
-        for module in model.modules():
-            if isinstance(module, ActivationFakeQuant):
-                module.observing = observing

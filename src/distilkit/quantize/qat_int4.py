@@ -1,12 +1,15 @@
 """``quantizer=qat_int4``: QAT for 4-bit group-wise weights with int8 activations.
 
 Training: each Linear not in ``keep_fp32`` sees 4-bit weights quantized in groups of
-``group_size`` input features (symmetric, one scale per group; the MLAS ``MatMulNBits`` scheme)
-and uint8 fake-quantized inputs (EMA observer, frozen at ``freeze_at``), with straight-through
-gradients. Group-wise scales follow the fine-grained weight quantization used for 4-bit LLM
-weights (e.g. GPTQ, Frantar et al. 2023; AWQ, Lin et al. 2024). Conversion: onnxruntime
-``MatMulNBits`` with int8 activations (``accuracy_level=4``) and torch's int4 CPU kernel
-(weight-only); see :mod:`distilkit.quantize.int4` for the shape limits, checked in ``prepare``.
+``group_size`` input features (symmetric, one scale per group, the MLAS ``MatMulNBits`` scheme)
+and inputs quantized to int8 in blocks of ``group_size`` features (symmetric, dynamic), which is
+exactly what ``MatMulNBits`` with ``accuracy_level=4`` computes at run time; gradients are
+straight-through. Activation scales are dynamic, so there is no observer to freeze. Group-wise
+scales follow the fine-grained weight quantization used for 4-bit LLM weights (e.g. GPTQ,
+Frantar et al. 2023; AWQ, Lin et al. 2024). Conversion: onnxruntime ``MatMulNBits`` and, in
+torch, packed 4-bit weights dequantized per forward (weight-only); see
+:mod:`distilkit.quantize.int4`. ``prepare`` checks that ``group_size`` divides every quantized
+Linear's ``in_features``.
 """
 
 from __future__ import annotations
@@ -17,18 +20,21 @@ from pathlib import Path
 from torch import nn
 
 from distilkit.quantize.base import Converted
-from distilkit.quantize.fake_quant import Int4WeightFakeQuant
+from distilkit.quantize.fake_quant import BlockActivationFakeQuant, Int4WeightFakeQuant
 from distilkit.quantize.int4 import check_group_size, check_int4_shapes, quantize_onnx_int4, to_int4_torch
 from distilkit.quantize.qat import QATQuantizer, strip_fake_quant
 from distilkit.quantize.targets import quantized_linears
 
 
 class QATInt4Quantizer(QATQuantizer):
-    """int4 weight / int8 activation QAT; ``group_size`` in {32, 64, 128, 256}."""
+    """int4 weight / int8 activation QAT; ``group_size`` in {16, 32, 64, 128, 256}."""
 
-    def __init__(self, keep_fp32: Sequence[str] = ("classifier",), freeze_at: float = 0.8, group_size: int = 32):
-        super().__init__(keep_fp32, freeze_at)
+    def __init__(self, keep_fp32: Sequence[str] = ("classifier",), group_size: int = 32):
+        super().__init__(keep_fp32)
         self.group_size = check_group_size(group_size)
+
+    def input_fake_quant(self) -> nn.Module:
+        return BlockActivationFakeQuant(self.group_size)
 
     def weight_fake_quant(self) -> nn.Module:
         return Int4WeightFakeQuant(self.group_size)

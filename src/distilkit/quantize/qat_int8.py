@@ -1,12 +1,12 @@
 """``quantizer=qat_int8``: quantization-aware training for int8 (Jacob et al. 2018).
 
 Training: each Linear not in ``keep_fp32`` sees int8 fake-quantized weights (per output channel,
-symmetric) and uint8 fake-quantized inputs (EMA min/max observer, frozen at ``freeze_at``), with
-straight-through gradients. Conversion: the same per-channel int8 weight codes run in torch
-dynamic-quantized Linear layers and in onnxruntime ``MatMulInteger``; the fake-quantized weights
-seen in training equal the deployed weights exactly. At deployment activations are quantized
-dynamically per tensor (the learned activation ranges are a training-time model of 8-bit
-activation noise; the deployed ranges are per batch, never coarser).
+symmetric) and uint8 fake-quantized inputs (EMA min/max observer, frozen once ``freeze_at`` of
+training is done), with straight-through gradients. Conversion: the same per-channel weight codes
+run in torch dynamic-quantized Linear layers and in onnxruntime ``MatMulInteger``
+(:mod:`distilkit.quantize.int8`); the fake-quantized weights seen in training equal the deployed
+weights exactly. Deployed activations are quantized dynamically, per tensor and per batch: the
+learned ranges model 8-bit activation noise during training and are not exported.
 """
 
 from __future__ import annotations
@@ -16,20 +16,30 @@ from pathlib import Path
 
 from torch import nn
 
-from distilkit.quantize.base import Converted
-from distilkit.quantize.fake_quant import Int8WeightFakeQuant
+from distilkit.quantize.base import Converted, check_unit_interval
+from distilkit.quantize.fake_quant import ActivationFakeQuant, Int8WeightFakeQuant
 from distilkit.quantize.int8 import quantize_onnx_int8, to_int8_torch
 from distilkit.quantize.qat import QATQuantizer, strip_fake_quant
 
 
 class QATInt8Quantizer(QATQuantizer):
-    """int8 QAT; ``freeze_at``: fraction of training after which activation ranges freeze."""
+    """int8 QAT; ``freeze_at``: fraction of training after which activation ranges stop updating."""
 
     def __init__(self, keep_fp32: Sequence[str] = ("classifier",), freeze_at: float = 0.8):
-        super().__init__(keep_fp32, freeze_at)
+        super().__init__(keep_fp32)
+        self.freeze_at = check_unit_interval("freeze_at", freeze_at)
+
+    def input_fake_quant(self) -> nn.Module:
+        return ActivationFakeQuant()
 
     def weight_fake_quant(self) -> nn.Module:
         return Int8WeightFakeQuant()
+
+    def on_train_progress(self, model: nn.Module, fraction: float) -> None:
+        observing = fraction < self.freeze_at
+        for module in model.modules():
+            if isinstance(module, ActivationFakeQuant):
+                module.observing = observing
 
     def convert(self, model: nn.Module) -> Converted:
         float_model = strip_fake_quant(model)

@@ -3,7 +3,7 @@
 A ``keep_fp32`` entry is a module name or a prefix of module names: ``classifier`` keeps
 ``classifier``; ``bert.encoder.layer.0`` keeps every Linear of the first encoder layer. The same
 rule selects nodes of the ONNX export through their module name scopes
-(:func:`distilkit.quantize.onnx_graph.weight_matmuls`).
+(:func:`distilkit.quantize.onnx_graph.load_for_quantization`).
 """
 
 from __future__ import annotations

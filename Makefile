@@ -1,0 +1,29 @@
+# distilkit — set-up, tests, the MLflow UI.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# torch is installed first (a CPU wheel here); GPU users: make setup TORCH=torch
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup test test-all ui bench clean
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+test:
+	$(BIN)/python -m pytest -q
+
+test-all:
+	$(BIN)/python -m pytest -q -m ""
+
+ui:
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+bench:
+	$(BIN)/python bench/compress_sst2.py
+
+clean:
+	rm -rf outputs multirun .cache mlartifacts mlflow.db

@@ -1,0 +1,39 @@
+"""``pruner=ffn``: structured pruning of FFN intermediate neurons.
+
+In ``prepare`` each encoder layer keeps its ``n - round(amount * n)`` most important intermediate
+neurons by the weight-norm score of :func:`distilkit.prune.importance.neuron_importance`; the
+others are removed physically (``intermediate.dense`` loses output features, ``output.dense`` the
+matching input features). The ranking is per layer, so all layers keep the same FFN width and
+``config.intermediate_size`` describes the pruned model: plain ``from_pretrained`` reloads it.
+Training afterwards is the fine-tuning.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distilkit.errors import ConfigError
+from distilkit.prune.base import Pruner, check_fraction
+from distilkit.prune.encoder import encoder_layers
+from distilkit.prune.importance import neuron_importance
+from distilkit.prune.surgery import keep_neurons, record_structure
+
+
+class FFNPruner(Pruner):
+    """Removes the fraction ``amount`` of every layer's FFN neurons, least important first."""
+
+    def __init__(self, amount: float = 0.25):
+        self.amount = check_fraction("amount", amount)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        for index, layer in enumerate(encoder_layers(model)):
+            scores = neuron_importance(layer)
+            keep = len(scores) - round(self.amount * len(scores))
+            if keep < 1:
+                raise ConfigError("amount", f"{self.amount} would remove all {len(scores)} FFN neurons of layer {index}")
+            kept = torch.topk(scores, keep).indices
+            if keep < len(scores):
+                keep_neurons(layer, kept.tolist())
+        record_structure(model)
+        return model
