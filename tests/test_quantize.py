@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 from pathlib import Path
 from types import SimpleNamespace
@@ -79,7 +80,7 @@ def onnx_weights(quantized: Path, fp32: Path) -> dict[str, dict[str, np.ndarray]
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(quantized)).graph.initializer}
     result = {}
     for node in graph.node:
-        scopes = [eval(p.value) for p in node.metadata_props if p.key == NAME_SCOPES]
+        scopes = [ast.literal_eval(p.value) for p in node.metadata_props if p.key == NAME_SCOPES]
         if node.op_type == "MatMul" and scopes:
             found = {k[len(node.input[1]) + 1:]: v for k, v in inits.items() if k.startswith(node.input[1] + "_")}
             if found:
@@ -221,10 +222,10 @@ def test_observers_freeze_after_freeze_at():
     assert second != first
     quantizer.on_train_progress(model, 0.8)
     assert all(not m.observing for m in model.modules() if isinstance(m, ActivationFakeQuant))
-    scale = observer.qparams()
+    frozen = observer.qparams()
     model(**batch(seed=4))
     assert (observer.min_val.item(), observer.max_val.item()) == second
-    assert all(torch.equal(a, b) for a, b in zip(scale, observer.qparams()))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, observer.qparams()))
 
 
 def test_activation_range_follows_ema():

@@ -9,7 +9,7 @@ import warnings
 
 def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "httpx", "datasets"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "httpx", "datasets", "onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):
         logging.getLogger(name).setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
 

@@ -22,7 +22,18 @@ from distilkit.data.module import SPLITS, TextClassificationData
 from distilkit.errors import ConfigError, check, config_group
 from distilkit.hashing import key_of
 from distilkit.losses import CrossEntropy
-from distilkit.measure.report import MeasureSpec, compare, measure_model, print_table
+from distilkit.export.onnx import export_onnx
+from distilkit.measure.report import (
+    MeasureSpec,
+    accuracy_metrics,
+    agreement_metrics,
+    onnx_metrics,
+    onnx_predict,
+    print_table,
+    ratios,
+    size_metrics,
+    torch_metrics,
+)
 from distilkit.training.logit_store import LogitStore, predict_logits
 from distilkit.training.module import DistillModule
 from distilkit.training.schedule import linear_warmup
@@ -31,6 +42,7 @@ from distilkit.training.teacher_cache import TeacherCache
 log = logging.getLogger(__name__)
 GROUPS = ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware")
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
+ONNX_ACC_TOLERANCE_PT = 0.3  # deployed ONNX vs trained torch model, dev accuracy, percentage points
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
 
 
@@ -56,7 +68,10 @@ class Run:
         self.teacher_spec = build_group(cfg, "teacher")
         self.student_spec = build_group(cfg, "student")
         self.loss = build_group(cfg, "loss")
-        self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
+        self.pruner = build_group(cfg, "pruner")
+        self.quantizer = build_group(cfg, "quantizer")
+        with config_group("hardware"):
+            self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
         self.tracker = instantiate(cfg.tracking)
         self.teacher_cache = TeacherCache(cfg.paths.cache_dir)
         self.logit_store = LogitStore(cfg.paths.cache_dir)
@@ -124,26 +139,70 @@ class Run:
         return student
 
     def fit(self, student, teacher):
+        """Train the student; the pruner and quantizer ``prepare`` it in the module's ``setup("fit")``."""
         module = DistillModule(
             student,
             self.loss,
             optimizer=instantiate(self.cfg.optimizer),
             scheduler=instantiate(self.cfg.scheduler),
             teacher=teacher,
+            compressors={"pruner": self.pruner, "quantizer": self.quantizer},
         )
-        self.trainer().fit(module, datamodule=self.data)
-        return module.student.eval()
+        trainer = self.trainer()
+        trainer.fit(module, datamodule=self.data)
+        return module.student.eval(), trainer.is_global_zero
 
-    # 5-6. evaluation and measurements ---------------------------------------------------------------
-    def measure(self, teacher, student, teacher_logits) -> dict[str, float]:
-        spec, seq_len = self.measure_spec, self.data.max_length
-        labels = {split: self.data.labels(split) for split in ("dev", "test")}
-        t_logits = {split: teacher_logits[split] for split in labels}
-        s_logits = {split: predict_logits(student, self.data.inputs(split)) for split in labels}
-        metrics = measure_model("teacher", teacher, t_logits, labels, spec, seq_len)
-        metrics |= measure_model("student", student, s_logits, labels, spec, seq_len)
-        metrics |= compare(s_logits, t_logits, metrics, spec.batch_sizes)
-        return metrics
+    # 5. convert and export ------------------------------------------------------------------------
+    def deploy(self, trained, out_dir: Path):
+        """Pruning made permanent, quantization converted, fp32 ONNX exported, and the deployable ONNX
+        (quantized where the quantizer allows, else the fp32 one)."""
+        with config_group("pruner"):
+            pruned = self.pruner.convert(trained)
+        with config_group("quantizer"):
+            converted = self.quantizer.convert(pruned)
+            fp32_onnx = export_onnx(converted.float_model, out_dir / "student.onnx", self.data.max_length)
+            deploy_onnx = self.quantizer.quantize_onnx(fp32_onnx, out_dir / f"student.{converted.precision}.onnx") or fp32_onnx
+        return converted, fp32_onnx, deploy_onnx
+
+    def teacher_onnx(self, teacher, teacher_key: str) -> Path:
+        path = Path(self.cfg.paths.cache_dir) / "teacher_onnx" / f"{teacher_key}-{self.data.max_length}.onnx"
+        return path if path.is_file() else export_onnx(teacher, path, self.data.max_length)
+
+    # 6. evaluation and measurements ---------------------------------------------------------------
+    def measure(self, teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
+        spec, seq_len, vocab = self.measure_spec, self.data.max_length, teacher.config.vocab_size
+        splits = ("dev", "test")
+        labels = {split: self.data.labels(split) for split in splits}
+        t_logits = {split: teacher_logits[split] for split in splits}
+        m = accuracy_metrics("teacher", t_logits, labels) | size_metrics("teacher", teacher)
+        m |= torch_metrics("teacher", teacher, spec, seq_len)
+        m |= onnx_metrics("teacher", self.teacher_onnx(teacher, teacher_key), vocab, spec, seq_len)
+        # the student as trained (fp32 or fake-quant), measured as its float model and fp32 export
+        student = converted.float_model
+        m |= accuracy_metrics("student", trained_logits, labels) | size_metrics("student", student)
+        student_runtime = torch_metrics("student", student, spec, seq_len) | onnx_metrics("student", fp32_onnx, vocab, spec, seq_len)
+        m |= student_runtime
+        # the deployed student: converted torch model, and the deployable ONNX in onnxruntime
+        same = {k.replace("student/", "deploy/", 1): v for k, v in student_runtime.items()}
+        onnx_logits = {split: onnx_predict(deploy_onnx, self.data.inputs(split)) for split in splits}
+        m |= accuracy_metrics("deploy", onnx_logits, labels, prefix="onnx_")
+        if converted.torch_model is student:
+            m |= {k: v for k, v in same.items() if "ort_" not in k and "onnx" not in k}
+            m |= {f"deploy/{split}_acc": m[f"student/{split}_acc"] for split in splits}
+        else:
+            torch_logits = {split: predict_logits(converted.torch_model, self.data.inputs(split)) for split in splits}
+            m |= accuracy_metrics("deploy", torch_logits, labels) | torch_metrics("deploy", converted.torch_model, spec, seq_len)
+        if deploy_onnx == fp32_onnx:
+            m |= {k: v for k, v in same.items() if "ort_" in k or "onnx" in k}
+        else:
+            m |= onnx_metrics("deploy", deploy_onnx, vocab, spec, seq_len)
+        m["deploy/bits"] = {"fp32": 32, "int8": 8, "int4": 4}[converted.precision]
+        gap = 100 * abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"])
+        m["deploy/onnx_acc_gap_dev_pt"] = gap
+        m["deploy/onnx_acc_check"] = float(gap <= ONNX_ACC_TOLERANCE_PT)
+        if gap > ONNX_ACC_TOLERANCE_PT:
+            log.warning("deployed ONNX dev accuracy differs from the trained model's by %.2f pt (> %.1f)", gap, ONNX_ACC_TOLERANCE_PT)
+        return m | agreement_metrics(trained_logits, t_logits, m) | ratios(m, spec.batch_sizes)
 
     # the whole run --------------------------------------------------------------------------------
     def __call__(self) -> dict[str, float]:
@@ -155,13 +214,18 @@ class Run:
             teacher, tokenizer, teacher_key = self.teacher()
             teacher_logits = self.teacher_logits(teacher, teacher_key)
             self.data.attach_teacher_logits(teacher_logits["train"])
-            student = self.fit(self.student(teacher), teacher)
-            metrics = self.measure(teacher, student, teacher_logits)
-            self.tracker.log_metrics(metrics)
+            trained, is_global_zero = self.fit(self.student(teacher), teacher)
+            if not is_global_zero:  # DDP: other ranks only train
+                return {}
+            trained_logits = {split: predict_logits(trained, self.data.inputs(split)) for split in ("dev", "test")}
             with tempfile.TemporaryDirectory() as tmp:
-                student.save_pretrained(Path(tmp) / "student")
-                tokenizer.save_pretrained(Path(tmp) / "student")
-                self.tracker.log_artifacts(Path(tmp) / "student", "student")
+                out = Path(tmp) / "student"
+                converted, fp32_onnx, deploy_onnx = self.deploy(trained, out)
+                metrics = self.measure(teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx)
+                self.tracker.log_metrics(metrics)
+                converted.float_model.save_pretrained(out)
+                tokenizer.save_pretrained(out)
+                self.tracker.log_artifacts(out, "student")
             print_table(metrics, self.measure_spec.batch_sizes)
         return metrics
 

@@ -59,3 +59,9 @@ def torch_latency(model: torch.nn.Module, batch_size: int, seq_len: int, warmup:
             torch.cuda.synchronize()
 
     return time_calls(call, batch_size, warmup, repeats)
+
+
+def onnx_latency(session, batch_size: int, seq_len: int, vocab_size: int, warmup: int, repeats: int) -> Latency:
+    """Latency of an onnxruntime ``session`` (inputs ``input_ids``/``attention_mask``)."""
+    feed = {k: v.numpy() for k, v in example_inputs(batch_size, seq_len, vocab_size).items()}
+    return time_calls(lambda: session.run(None, feed), batch_size, warmup, repeats)

@@ -11,12 +11,14 @@ Masks use ``torch.nn.utils.prune`` (``weight_orig`` parameter and ``weight_mask`
 At each training batch the target sparsity follows the cubic schedule
 (:func:`distilkit.prune.schedule.cubic_sparsity`) from ``initial_sparsity`` at ``start`` to
 ``sparsity`` at ``end`` (fractions of training), and exactly ``round(s * n)`` weights are masked.
-Masks only grow: a pruned weight never returns. ``convert`` makes the masks permanent
+Masks only grow: a pruned weight never returns. Each growth costs one selection over all ``n``
+weights (about 0.2 s for MiniLM's 10.6M on one CPU core; nothing when the target is unchanged). ``convert`` makes the masks permanent
 (``prune.remove``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -31,27 +33,30 @@ def _masked_linears(model: nn.Module) -> list[nn.Linear]:
     return [linear for linear in encoder_linears(model).values() if prune.is_pruned(linear)]
 
 
+def _smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` smallest ``scores`` (ties broken arbitrarily); numpy's introselect on CPU."""
+    if scores.is_cuda:
+        return torch.topk(scores, k, largest=False, sorted=False).indices
+    return torch.from_numpy(np.argpartition(scores.numpy(), k - 1)[:k])
+
+
 @torch.no_grad()
 def apply_global_sparsity(linears: list[nn.Linear], sparsity: float) -> None:
     """Grow the masks of ``linears`` so that exactly ``round(sparsity * n)`` of their ``n`` weights are masked.
 
-    Already-masked weights rank below every other weight, so they stay masked; among equal
-    magnitudes the first in parameter order is masked first.
+    Already-masked weights rank below every other weight, so they stay masked.
     """
     masks = [linear.weight_mask for linear in linears]
-    total = sum(mask.numel() for mask in masks)
-    target = round(sparsity * total)
-    masked = sum(int((mask == 0).sum()) for mask in masks)
-    if target <= masked:
+    sizes = [mask.numel() for mask in masks]
+    target = round(sparsity * sum(sizes))
+    if target <= sum(sizes) - sum(int(torch.count_nonzero(mask)) for mask in masks):
         return
     scores = torch.cat([
         torch.where(linear.weight_mask == 0, -1.0, linear.weight_orig.abs().float()).flatten() for linear in linears
     ])
-    threshold = torch.kthvalue(scores, target).values
-    keep = scores > threshold
-    tied = torch.nonzero(scores == threshold).flatten()
-    keep[tied[target - int((scores < threshold).sum()):]] = True
-    for mask, part in zip(masks, keep.split([mask.numel() for mask in masks])):
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    keep[_smallest(scores, target).to(scores.device)] = False
+    for mask, part in zip(masks, keep.split(sizes)):
         mask.copy_(part.view_as(mask).to(mask.dtype))
 
 

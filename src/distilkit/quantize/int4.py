@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from distilkit.errors import ConfigError
 from distilkit.export.onnx import atomic_output
 from distilkit.quantize.fake_quant import int4_codes
-from distilkit.quantize.int8 import replace_linears
 from distilkit.quantize.onnx_graph import load_for_quantization, quiet_ort_logging
+from distilkit.quantize.targets import replace_linears
 
 with quiet_ort_logging():  # importing it calls logging.basicConfig(level=INFO)
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

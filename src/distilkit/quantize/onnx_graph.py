@@ -90,17 +90,21 @@ def load_for_quantization(path: Path, keep_fp32: Sequence[str]) -> tuple[onnx.Mo
                 f"ONNX node {node.name!r} has no {NAME_SCOPES} metadata, so keep_fp32 cannot be applied; "
                 "export with distilkit.export.onnx.export_onnx"
             )
-        rewritten = _gemm_as_matmul(node, weights[node.input[1]]) if node.op_type == "Gemm" else None
-        if any(is_kept(scope, keep_fp32) for scope in scopes or []) or (node.op_type == "Gemm" and rewritten is None):
-            nodes.append(node)  # kept in fp32 (or a Gemm that is not a plain Linear)
-        elif rewritten is None:
+        if any(is_kept(scope, keep_fp32) for scope in scopes or []):
+            nodes.append(node)
+            continue
+        if node.op_type == "MatMul":
             nodes.append(node)
             selected.append(node.name)
-        else:
-            new_nodes, matrix = rewritten
-            nodes.extend(new_nodes)
-            graph.initializer.append(matrix)
-            selected.append(new_nodes[0].name)
+            continue
+        rewritten = _gemm_as_matmul(node, weights[node.input[1]])
+        if rewritten is None:
+            nodes.append(node)  # a Gemm that is not a plain Linear stays fp32
+            continue
+        new_nodes, matrix = rewritten
+        nodes.extend(new_nodes)
+        graph.initializer.append(matrix)
+        selected.append(new_nodes[0].name)
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}

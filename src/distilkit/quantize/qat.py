@@ -3,7 +3,8 @@
 ``prepare`` turns every target ``nn.Linear`` into a :class:`QATLinear` *in place* (its class is
 swapped, as ``torch.ao.quantization`` swaps modules, but keeping the same object): parameters,
 their names in the state dict, hooks and ``torch.nn.utils.prune`` reparametrizations survive, so
-the optimizer created afterwards sees the same parameters and a pruner may run before or after.
+the optimizer created afterwards sees the same parameters, and magnitude pruning may be set up
+before or after. Structured pruners replace Linear modules, so they must ``prepare`` first.
 The forward pass fake-quantizes the Linear's input and its weight with the quantizer's schemes
 (:mod:`distilkit.quantize.fake_quant`). Only Linear modules are touched, so any loss works.
 """

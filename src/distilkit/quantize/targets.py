@@ -8,7 +8,8 @@ rule selects nodes of the ONNX export through their module name scopes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -46,3 +47,12 @@ def quantized_linears(model: nn.Module, keep_fp32: Sequence[str]) -> dict[str, n
     if not targets:
         raise ConfigError("keep_fp32", f"{list(keep_fp32)!r} keeps every Linear in fp32; nothing is left to quantize")
     return targets
+
+
+def replace_linears(model: nn.Module, keep_fp32: Sequence[str], build: Callable[[nn.Linear], nn.Module]) -> nn.Module:
+    """A CPU deep copy of ``model`` in eval mode with every quantized Linear replaced by ``build(linear)``."""
+    model = copy.deepcopy(model).cpu().eval()
+    for name, linear in quantized_linears(model, keep_fp32).items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, build(linear))
+    return model

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from distilkit.errors import config_group
 from distilkit.losses.base import DistillLoss
 from distilkit.losses.outputs import Needs, Outputs
 
@@ -19,8 +20,9 @@ class DistillModule(L.LightningModule):
     """Trains ``student`` with ``loss``. Teacher logits arrive in the batch (``teacher_logits``) from the
     soft-label store; a loss that needs hidden states or attentions gets the frozen teacher run online.
 
-    ``compressors`` (pruner, quantizer) are prepare/convert pairs: ``prepare`` runs in ``setup("fit")``,
-    ``on_train_progress`` before every batch; ``convert`` is the pipeline's, after fit.
+    ``compressors`` (``{"pruner": ..., "quantizer": ...}``, applied in that order) are prepare/convert
+    pairs: ``prepare`` runs in ``setup("fit")``, ``on_train_progress`` before every batch; ``convert``
+    is the pipeline's, after fit. Their config errors are reported under their group's key.
     """
 
     def __init__(
@@ -30,7 +32,7 @@ class DistillModule(L.LightningModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         teacher: nn.Module | None = None,
-        compressors: Sequence = (),
+        compressors: Mapping[str, object] | None = None,
         log_prefix: str = "",
     ):
         super().__init__()
@@ -39,7 +41,7 @@ class DistillModule(L.LightningModule):
         self.teacher = teacher.eval().requires_grad_(False) if loss.needs in ONLINE else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.compressors = list(compressors)
+        self.compressors = dict(compressors or {})
         self.prefix = log_prefix
         self.val_acc = MulticlassAccuracy(num_classes=student.config.num_labels, average="micro")
         self._attn_impl = None
@@ -51,8 +53,12 @@ class DistillModule(L.LightningModule):
             self._attn_impl = self.student.config._attn_implementation
             for model in (self.student, self.teacher):
                 model.set_attn_implementation("eager")
-        for compressor in self.compressors:
-            self.student = compressor.prepare(self.student)
+        for group, compressor in self.compressors.items():
+            with config_group(group):
+                self.student = compressor.prepare(self.student)
+
+    def on_fit_start(self) -> None:
+        self.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
 
     def on_fit_end(self) -> None:
         if self._attn_impl is not None:
@@ -85,7 +91,7 @@ class DistillModule(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         fraction = self.global_step / max(1, self.trainer.estimated_stepping_batches)
-        for compressor in self.compressors:
+        for compressor in self.compressors.values():
             compressor.on_train_progress(self.student, fraction)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
