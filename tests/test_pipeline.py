@@ -85,6 +85,12 @@ BAD_INPUTS = [
     (["student.layer_map=[0,5]"], "student.layer_map", "out of range"),
     (["data=text_lines", "data.path=/nonexistent/dir"], "data.path", "missing"),
     (["data=sst2", "data.path=/nonexistent/dir"], "data.path", "missing"),
+    (["pruner=magnitude", "pruner.sparsity=1.0"], "pruner.sparsity", "[0, 1)"),
+    (["pruner=heads", "pruner.amount=-0.1"], "pruner.amount", "[0, 1)"),
+    (["pruner=ffn", "pruner.amount=1"], "pruner.amount", "[0, 1)"),
+    (["quantizer=qat_int8", "quantizer.keep_fp32=[classifier,no_such_module]"], "quantizer.keep_fp32", "no_such_module"),
+    (["quantizer=ptq_dynamic", "quantizer.keep_fp32=[no_such_module]"], "quantizer.keep_fp32", "no_such_module"),
+    (["hardware.measure.runtimes=[tensorrt]"], "hardware.measure.runtimes", "onnxruntime"),
 ]
 
 
@@ -116,3 +122,16 @@ def test_label_count_mismatch(compose_cfg, tiny_bert_dir, text_lines_dir):
     with pytest.raises(ConfigError) as err:
         run(compose_cfg("data=text_lines", f"data.path={text_lines_dir}", "teacher=minilm", f"teacher.name_or_path={tiny_bert_dir}", "teacher.finetuned=true", "trainer.fast_dev_run=true"), {})
     assert err.value.key == "teacher.name_or_path" and "2 labels" in err.value.message and "3" in err.value.message
+
+
+def test_compound_prune_quantize_run(compose_cfg, tmp_path):
+    """distil -> heads pruning -> QAT int8 -> convert -> export -> measure, in one run."""
+    cfg = compose_cfg("pruner=heads", "pruner.amount=0.5", "quantizer=qat_int8", "trainer.fast_dev_run=true")
+    m = run(cfg, {"pruner": "heads", "quantizer": "qat_int8"})
+    assert m["deploy/bits"] == 8
+    assert m["student/params"] < m["teacher/params"]
+    assert m["deploy/onnx_size_mb"] < m["student/onnx_size_mb"]
+    assert abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"]) * 100 == pytest.approx(m["deploy/onnx_acc_gap_dev_pt"])
+    runs = finished_runs(tmp_path)
+    assert list(runs["status"]) == ["FINISHED"]
+    assert runs["metrics.deploy/ort_latency_b1_p50_ms"][0] > 0
