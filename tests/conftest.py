@@ -65,6 +65,12 @@ def compose_cfg(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def shared_cache_dir(tmp_path_factory) -> Path:
+    """One cache for tests that don't test caching: the tiny teacher is fine-tuned and exported once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny BERT + WordPiece tokenizer written with ``save_pretrained``: stands in for a hub model."""
     from transformers import BertConfig, BertForSequenceClassification

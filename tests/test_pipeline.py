@@ -33,12 +33,13 @@ def finished_runs(root: Path):
 
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
-def test_every_option_composes_and_trains(group, option, compose_cfg, tiny_bert_dir, text_lines_dir, tmp_path):
+def test_every_option_composes_and_trains(group, option, compose_cfg, tiny_bert_dir, text_lines_dir, shared_cache_dir, tmp_path):
     if (group, option) == ("hardware", "gpu") and not torch.cuda.is_available():
         cfg = compose_cfg(f"{group}={option}")  # composes everywhere; trains only where a GPU is
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
         pytest.skip("no GPU here")
-    cfg = compose_cfg(*option_overrides(group, option, tiny_bert_dir, text_lines_dir), "trainer.fast_dev_run=true")
+    overrides = option_overrides(group, option, tiny_bert_dir, text_lines_dir)
+    cfg = compose_cfg(*overrides, "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}")
     metrics = run(cfg, {group: option})
     for key in ("teacher/dev_acc", "student/dev_acc", "student/size_mb", "student/latency_b1_p50_ms", "student/retention_dev"):
         assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
@@ -95,14 +96,14 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("overrides,key,allowed", BAD_INPUTS, ids=[" ".join(o) for o, _, _ in BAD_INPUTS])
-def test_bad_input_names_key(overrides, key, allowed, compose_cfg, tmp_path):
+def test_bad_input_names_key(overrides, key, allowed, compose_cfg, shared_cache_dir, tmp_path):
     with pytest.raises(ConfigError) as err:
-        run(compose_cfg(*overrides, "trainer.fast_dev_run=true"), {})
+        run(compose_cfg(*overrides, "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}"), {})
     assert err.value.key == key and allowed in err.value.message
     assert "\n" not in str(err.value)
     runs = finished_runs(tmp_path) if (tmp_path / "mlflow.db").exists() else None
     assert runs is None or "FINISHED" not in set(runs["status"])
-    assert not list(tmp_path.rglob("*.tmp*"))  # nothing half-written
+    assert not list(tmp_path.rglob("*.tmp*")) and not list(shared_cache_dir.rglob("*.tmp*"))  # nothing half-written
 
 
 def test_malformed_line_names_file_and_line(compose_cfg, text_lines_dir, tmp_path):
@@ -124,9 +125,9 @@ def test_label_count_mismatch(compose_cfg, tiny_bert_dir, text_lines_dir):
     assert err.value.key == "teacher.name_or_path" and "2 labels" in err.value.message and "3" in err.value.message
 
 
-def test_compound_prune_quantize_run(compose_cfg, tmp_path):
+def test_compound_prune_quantize_run(compose_cfg, shared_cache_dir, tmp_path):
     """distil -> heads pruning -> QAT int8 -> convert -> export -> measure, in one run."""
-    cfg = compose_cfg("pruner=heads", "pruner.amount=0.5", "quantizer=qat_int8", "trainer.fast_dev_run=true")
+    cfg = compose_cfg("pruner=heads", "pruner.amount=0.5", "quantizer=qat_int8", "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}")
     m = run(cfg, {"pruner": "heads", "quantizer": "qat_int8"})
     assert m["deploy/bits"] == 8
     assert m["student/params"] < m["teacher/params"]

@@ -1,4 +1,5 @@
-"""Quantizers: prepare -> train -> convert round trips, fake-quant == deployed weights, ONNX int8/int4, bad input."""
+"""Quantizers: prepare -> train -> convert round trips, fake-quant == deployed weights, ONNX int8/int4,
+quantized word embeddings, bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 import torch.ao.nn.quantized.dynamic as nnqd
 import yaml
 from hydra.utils import get_class, instantiate
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -23,12 +24,14 @@ from distilkit.export.onnx import export_onnx, ort_logits, ort_session
 from distilkit.prune import MagnitudePruner
 from distilkit.quantize import Converted, NoQuantizer, PTQDynamicQuantizer, QATInt4Quantizer, QATInt8Quantizer, Quantizer
 from distilkit.quantize.fake_quant import ActivationFakeQuant
-from distilkit.quantize.int4 import Int4Linear
+from distilkit.quantize.int4 import Int4Embedding, Int4Linear
+from distilkit.quantize.int8 import Int8Embedding
 from distilkit.quantize.onnx_graph import NAME_SCOPES, load_for_quantization
-from distilkit.quantize.qat import QATLinear
+from distilkit.quantize.qat import QATEmbedding, QATLinear
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 SEQ = 16
+WORD_TABLE = "bert.embeddings.word_embeddings.weight"
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
@@ -306,6 +309,104 @@ def test_int4_torch_model_runs_int4_weights(int4_run):
     np.testing.assert_allclose(logits(converted.torch_model, inputs), logits(weight_only, inputs), rtol=0, atol=1e-5)
 
 
+# --- word embeddings ---------------------------------------------------------------------------
+
+def word_lookup_onnx(quantized: Path, fp32: Path, ids: torch.Tensor, directory: Path) -> np.ndarray:
+    """The word-embedding lookup output of the quantized ONNX model (exposed as an extra graph output)."""
+    name = next(n.output[0] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Gather" and n.input[1] == "input_ids")
+    model = onnx.load(str(quantized))
+    model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    onnx.save(model, str(directory / "lookup.onnx"))
+    feed = {"input_ids": ids.numpy(), "attention_mask": np.ones_like(ids.numpy())}
+    return ort_session(directory / "lookup.onnx", 1).run([name], feed)[0]
+
+
+def initializers(path: Path) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.mark.parametrize("quantizer, torch_class", [(PTQDynamicQuantizer(), Int8Embedding), (QATInt8Quantizer(), Int8Embedding),
+                                                     (QATInt4Quantizer(group_size=16), Int4Embedding)])
+def test_word_embeddings_quantized_by_default(quantizer, torch_class, int8_run, tmp_path):
+    model = quantizer.prepare(tiny_bert())
+    embeddings = model.bert.embeddings
+    qat = not isinstance(quantizer, PTQDynamicQuantizer)
+    assert type(embeddings.word_embeddings) is (QATEmbedding if qat else nn.Embedding)
+    assert type(embeddings.position_embeddings) is nn.Embedding and type(embeddings.token_type_embeddings) is nn.Embedding
+    quantizer.prepare(model)  # idempotent
+    converted = quantizer.convert(model)
+    assert type(converted.float_model.bert.embeddings.word_embeddings) is nn.Embedding
+    torch_embeddings = converted.torch_model.bert.embeddings
+    assert isinstance(torch_embeddings.word_embeddings, torch_class)
+    assert type(torch_embeddings.position_embeddings) is nn.Embedding
+    path = quantizer.quantize_onnx(int8_run.fp32, tmp_path / "q.onnx")
+    inits = initializers(path)
+    assert WORD_TABLE not in inits  # the fp32 table is gone
+    codes = inits[WORD_TABLE + ("_Q4" if torch_class is Int4Embedding else "_quantized")]
+    assert codes.dtype == (np.uint8 if torch_class is Int4Embedding else np.int8)
+    assert inits["bert.embeddings.position_embeddings.weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize("cls", [PTQDynamicQuantizer, QATInt8Quantizer, QATInt4Quantizer])
+def test_word_embeddings_kept_in_fp32(cls, int8_run, tmp_path):
+    quantizer = cls(keep_fp32=["classifier", "bert.embeddings"])
+    model = quantizer.prepare(tiny_bert())
+    assert type(model.bert.embeddings.word_embeddings) is nn.Embedding
+    assert type(quantizer.convert(model).torch_model.bert.embeddings.word_embeddings) is nn.Embedding
+    graph = onnx.load(str(quantizer.quantize_onnx(int8_run.fp32, tmp_path / "q.onnx"))).graph
+    lookup = [n for n in graph.node if "input_ids" in n.input]
+    assert [n.op_type for n in lookup] == ["Gather"] and lookup[0].input[0] == WORD_TABLE
+    assert any(n.op_type in ("MatMulInteger", "MatMulNBits") for n in graph.node)  # the Linears are still quantized
+
+
+def test_embedding_straight_through_gradient():
+    model = QATInt8Quantizer().prepare(tiny_bert())
+    embedding = model.bert.embeddings.word_embeddings
+    ids = torch.tensor([[0, 5, 5, 7]])
+    (embedding(ids) * 2).sum().backward()
+    expected = torch.zeros_like(embedding.weight)
+    expected[5], expected[7] = 4.0, 2.0  # rounding treated as the identity; padding row 0 gets no gradient
+    assert torch.equal(embedding.weight.grad, expected)
+
+
+@pytest.mark.parametrize("run_name", ["int8_run", "int4_run"])
+def test_fake_quant_embeddings_equal_deployed(run_name, request, tmp_path):
+    run = request.getfixturevalue(run_name)
+    embedding = run.model.bert.embeddings.word_embeddings
+    assert not torch.equal(embedding.weight, run.initial[WORD_TABLE])  # trained
+    fake = embedding.weight_fq(embedding.weight).detach()
+    assert len(torch.unique(fake[7])) > 8 and not torch.equal(fake, embedding.weight.detach())  # on a coarse grid
+    assert torch.equal(run.converted.torch_model.bert.embeddings.word_embeddings.dequantized_weight(), fake)
+    inits = initializers(run.quantized)
+    if run_name == "int8_run":  # int8 codes, one scale per row
+        table = inits[WORD_TABLE + "_quantized"].astype(np.float32) * inits[WORD_TABLE + "_scale"]
+    else:  # GatherBlockQuantized: packed 4-bit codes (zero point 8), scales per group of 16
+        packed, scales = inits[WORD_TABLE + "_Q4"], inits[WORD_TABLE + "_scales"]
+        codes = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(len(packed), -1).astype(np.float32) - 8
+        table = codes * np.repeat(scales, 16, axis=1)
+    assert np.array_equal(table, fake.numpy())
+    # onnxruntime's lookup computes the same rows bit for bit
+    ids = batch()["input_ids"]
+    with torch.no_grad():
+        expected = embedding(ids).numpy()
+    assert np.array_equal(word_lookup_onnx(run.quantized, run.fp32, ids, tmp_path), expected)
+
+
+@pytest.mark.parametrize("cls, kwargs", [(PTQDynamicQuantizer, {}), (QATInt4Quantizer, {"group_size": 16})])
+def test_quantized_embeddings_shrink_onnx(cls, kwargs, int8_run, tmp_path):
+    table = initializers(int8_run.fp32)[WORD_TABLE]
+    kept = cls(keep_fp32=["classifier", "bert.embeddings"], **kwargs).quantize_onnx(int8_run.fp32, tmp_path / "kept.onnx")
+    quantized = cls(**kwargs).quantize_onnx(int8_run.fp32, tmp_path / "quantized.onnx")
+    saved = kept.stat().st_size - quantized.stat().st_size
+    inits = initializers(quantized)
+    new = sum(v.nbytes for k, v in inits.items() if k.startswith(WORD_TABLE))
+    # int8: 1 byte per value + 4 per row (32 values); int4: 1/2 byte + 4 per group of 16
+    assert new == (table.size + 4 * len(table) if cls is PTQDynamicQuantizer else table.size // 2 + 4 * table.size // 16)
+    # give or take node metadata (the fp32 Gather's stack trace goes, new nodes carry name scopes)
+    assert saved == pytest.approx(table.nbytes - new, abs=0.1 * table.nbytes)
+    assert saved > 0.7 * table.nbytes
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, "0.5", True])
@@ -328,6 +429,9 @@ def test_unknown_keep_fp32_module(cls):
         cls(keep_fp32=["clasifier"]).prepare(tiny_bert())
     assert err.value.key == "keep_fp32"
     assert "'clasifier'" in err.value.message and "classifier" in err.value.message.replace("'clasifier'", "")
+    with pytest.raises(ConfigError) as err:  # a prefix must end at a name boundary
+        cls(keep_fp32=["classifier", "bert.embedding"]).prepare(tiny_bert())
+    assert err.value.key == "keep_fp32" and "'bert.embedding'" in err.value.message
 
 
 def test_keep_fp32_leaving_nothing_to_quantize():

@@ -8,13 +8,15 @@ the backward pass treats rounding as the identity (the straight-through estimato
 The weight codes reproduce the deployment quantizers bit for bit, so the trained fake-quantized
 weights are exactly the weights that run after conversion:
 
-* int8 (:func:`int8_codes`): per output channel, symmetric, ``scale = max|w| / 127.5``,
+* int8 (:func:`int8_codes`): per output channel (per row of a ``[out, in]`` weight; for the
+  word-embedding table ``[vocab, hidden]``, per token vector), symmetric, ``scale = max|w| / 127.5``,
   ``q = clamp(round_half_even(w / scale), -128, 127)``: torch's default per-channel symmetric
   qint8 weight observer, and onnxruntime's ``quantize_dynamic`` with ``per_channel=True``,
   ``QUInt8`` weights and ``WeightSymmetric`` (zero point 128, codes ``q + 128``).
 * int4 (:func:`int4_codes`): groups of ``group_size`` consecutive input features per output
   channel, symmetric as MLAS does it for ``MatMulNBits`` (``MlasQuantizeBlockwise`` without zero
-  points): ``scale = m / -8`` where ``m`` is the group's largest-magnitude element (so ``m`` maps
+  points; also ``GatherBlockQuantized``'s layout for the embedding table, grouped along each row):
+  ``scale = m / -8`` where ``m`` is the group's largest-magnitude element (so ``m`` maps
   to -8 and the 16 levels ``-8..7`` are all used), ``q = clamp(round_half_up(w * (1/scale)), -8, 7)``.
 
 Activations:

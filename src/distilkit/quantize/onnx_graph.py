@@ -12,23 +12,31 @@
   pooler, and the classifier unless kept) become ``MatMul`` + ``Add``: onnxruntime quantizes
   ``MatMul`` only (``MatMulInteger`` for int8, ``MatMulNBits`` for int4), and this way every
   quantized Linear is quantized in ONNX exactly as in torch.
+
+:func:`quantize_word_embedding` then replaces the word-embedding lookup (the ``Gather`` of a constant
+table by the ``input_ids`` graph input) by a quantizer-specific lookup of low-bit codes, and drops
+the fp32 table, unless ``keep_fp32`` keeps its module (onnxruntime's quantizers would quantize
+embedding tables per tensor at best).
 """
 
 from __future__ import annotations
 
 import ast
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from distilkit.errors import ConfigError
+from distilkit.export.onnx import INPUT_NAMES
 from distilkit.quantize.targets import is_kept
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+EmbeddingRewrite = Callable[[onnx.NodeProto, np.ndarray], tuple[list[onnx.NodeProto], list[onnx.TensorProto]]]
 
 
 @contextmanager
@@ -54,6 +62,24 @@ def _scopes(node: onnx.NodeProto) -> list[str] | None:
         if prop.key == NAME_SCOPES:
             return ast.literal_eval(prop.value)
     return None
+
+
+def _kept(node: onnx.NodeProto, keep_fp32: Sequence[str]) -> bool:
+    """Whether ``keep_fp32`` keeps the module ``node`` comes from (by its name scopes)."""
+    scopes = _scopes(node)
+    if scopes is None and keep_fp32:
+        raise ValueError(
+            f"ONNX node {node.name!r} has no {NAME_SCOPES} metadata, so keep_fp32 cannot be applied; "
+            "export with distilkit.export.onnx.export_onnx"
+        )
+    return any(is_kept(scope, keep_fp32) for scope in scopes or [])
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input}
+    initializers = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
 
 
 def _gemm_as_matmul(node: onnx.NodeProto, weight: onnx.TensorProto) -> tuple[list[onnx.NodeProto], onnx.TensorProto] | None:
@@ -84,13 +110,7 @@ def load_for_quantization(path: Path, keep_fp32: Sequence[str]) -> tuple[onnx.Mo
         if node.op_type not in ("MatMul", "Gemm") or node.input[1] not in weights:
             nodes.append(node)
             continue
-        scopes = _scopes(node)
-        if scopes is None and keep_fp32:
-            raise ValueError(
-                f"ONNX node {node.name!r} has no {NAME_SCOPES} metadata, so keep_fp32 cannot be applied; "
-                "export with distilkit.export.onnx.export_onnx"
-            )
-        if any(is_kept(scope, keep_fp32) for scope in scopes or []):
+        if _kept(node, keep_fp32):
             nodes.append(node)
             continue
         if node.op_type == "MatMul":
@@ -107,10 +127,42 @@ def load_for_quantization(path: Path, keep_fp32: Sequence[str]) -> tuple[onnx.Mo
         selected.append(new_nodes[0].name)
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    initializers = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
+    _drop_unused_initializers(graph)
     if not selected:
         raise ConfigError("keep_fp32", f"{list(keep_fp32)!r} leaves no weight MatMul of the ONNX model to quantize")
     return model, selected
+
+
+def quantize_word_embedding(model: onnx.ModelProto, keep_fp32: Sequence[str], rewrite: EmbeddingRewrite) -> bool:
+    """Replace the word-embedding lookup by ``rewrite(node, table)`` unless ``keep_fp32`` keeps it; whether it did.
+
+    ``rewrite`` gets the ``Gather`` node and the fp32 table and returns the nodes that compute the
+    node's output from the new initializers it also returns; they get the node's name scopes.
+    The fp32 table is dropped unless another node uses it; new domains' opsets are imported
+    (version 1). ``ValueError`` unless the graph has exactly one such lookup.
+    """
+    graph = model.graph
+    tables = {init.name: init for init in graph.initializer if len(init.dims) == 2}
+    lookups = [i for i, node in enumerate(graph.node)
+               if node.op_type == "Gather" and node.input[0] in tables and node.input[1] == INPUT_NAMES[0]]
+    if len(lookups) != 1:
+        raise ValueError(f"expected one Gather of a constant table by {INPUT_NAMES[0]!r} (the word embeddings), "
+                         f"found {len(lookups)}")
+    index = lookups[0]
+    node = graph.node[index]
+    if _kept(node, keep_fp32):
+        return False
+    table = numpy_helper.to_array(tables[node.input[0]]).copy()  # writable, for torch.from_numpy
+    new_nodes, initializers = rewrite(node, table)
+    for new in new_nodes:
+        new.metadata_props.extend(p for p in node.metadata_props if p.key == NAME_SCOPES)
+    nodes = list(graph.node)
+    nodes[index:index + 1] = new_nodes
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(initializers)
+    _drop_unused_initializers(graph)
+    imported = {opset.domain for opset in model.opset_import}
+    for domain in sorted({new.domain for new in new_nodes} - imported):
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    return True

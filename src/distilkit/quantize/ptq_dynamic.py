@@ -3,7 +3,8 @@
 No training changes. After training, weights of every Linear not in ``keep_fp32`` are quantized
 to int8 per output channel (symmetric) and activations are quantized to uint8 at run time from
 each tensor's range (Jacob et al. 2018 arithmetic; "dynamic quantization" in torch and
-onnxruntime). See :mod:`distilkit.quantize.int8`.
+onnxruntime). The word-embedding table (unless kept in fp32) is quantized to int8 per row. See
+:mod:`distilkit.quantize.int8`.
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ Training: each Linear not in ``keep_fp32`` sees 4-bit weights quantized in group
 ``group_size`` input features (symmetric, one scale per group, the MLAS ``MatMulNBits`` scheme)
 and inputs quantized to int8 in blocks of ``group_size`` features (symmetric, dynamic), which is
 exactly what ``MatMulNBits`` with ``accuracy_level=4`` computes at run time; gradients are
-straight-through. Activation scales are dynamic, so there is no observer to freeze. Group-wise
-scales follow the fine-grained weight quantization used for 4-bit LLM weights (e.g. GPTQ,
-Frantar et al. 2023; AWQ, Lin et al. 2024). Conversion: onnxruntime ``MatMulNBits`` and, in
-torch, packed 4-bit weights dequantized per forward (weight-only); see
-:mod:`distilkit.quantize.int4`. ``prepare`` checks that ``group_size`` divides every quantized
-Linear's ``in_features``.
+straight-through. The word-embedding table (unless kept in fp32) is fake-quantized to 4 bits in
+groups of ``group_size`` features of each row. Activation scales are dynamic, so there is no
+observer to freeze. Group-wise scales follow the fine-grained weight quantization used for 4-bit
+LLM weights (e.g. GPTQ, Frantar et al. 2023; AWQ, Lin et al. 2024). Conversion: onnxruntime ``MatMulNBits`` and, in
+torch, packed 4-bit weights dequantized per forward (weight-only); the embedding becomes
+``GatherBlockQuantized``; see :mod:`distilkit.quantize.int4`. ``prepare`` checks that
+``group_size`` divides every quantized Linear's ``in_features`` and the embedding width.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from distilkit.quantize.base import Converted
 from distilkit.quantize.fake_quant import BlockActivationFakeQuant, Int4WeightFakeQuant
 from distilkit.quantize.int4 import check_group_size, check_int4_shapes, quantize_onnx_int4, to_int4_torch
 from distilkit.quantize.qat import QATQuantizer, strip_fake_quant
-from distilkit.quantize.targets import quantized_linears
+from distilkit.quantize.targets import quantized_modules
 
 
 class QATInt4Quantizer(QATQuantizer):
@@ -40,7 +41,7 @@ class QATInt4Quantizer(QATQuantizer):
         return Int4WeightFakeQuant(self.group_size)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        check_int4_shapes(quantized_linears(model, self.keep_fp32), self.group_size)
+        check_int4_shapes(quantized_modules(model, self.keep_fp32), self.group_size)
         return super().prepare(model)
 
     def convert(self, model: nn.Module) -> Converted:

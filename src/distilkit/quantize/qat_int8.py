@@ -2,11 +2,13 @@
 
 Training: each Linear not in ``keep_fp32`` sees int8 fake-quantized weights (per output channel,
 symmetric) and uint8 fake-quantized inputs (EMA min/max observer, frozen once ``freeze_at`` of
-training is done), with straight-through gradients. Conversion: the same per-channel weight codes
-run in torch dynamic-quantized Linear layers and in onnxruntime ``MatMulInteger``
-(:mod:`distilkit.quantize.int8`); the fake-quantized weights seen in training equal the deployed
-weights exactly. Deployed activations are quantized dynamically, per tensor and per batch: the
-learned ranges model 8-bit activation noise during training and are not exported.
+training is done), with straight-through gradients; the word-embedding table (unless kept in
+fp32) is fake-quantized per row (one scale per token vector). Conversion: the same per-channel
+weight codes run in torch dynamic-quantized Linear layers and in onnxruntime ``MatMulInteger``
+(:mod:`distilkit.quantize.int8`), the embedding codes in an int8 table looked up and dequantized
+per row; the fake-quantized weights seen in training equal the deployed weights exactly.
+Deployed activations are quantized dynamically, per tensor and per batch: the learned ranges
+model 8-bit activation noise during training and are not exported.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""Which ``nn.Linear`` modules a quantizer converts: all of them except those in ``keep_fp32``.
+"""Which modules a quantizer converts: every ``nn.Linear`` and the word-embedding table, except those in ``keep_fp32``.
+
+The word-embedding table is the ``nn.Embedding`` returned by ``model.get_input_embeddings()``
+(``bert.embeddings.word_embeddings``: 30522 x hidden, more than half the weights of a small BERT).
+Position and token-type embeddings are small (512 and 2 rows) and always stay fp32.
 
 A ``keep_fp32`` entry is a module name or a prefix of module names: ``classifier`` keeps
-``classifier``; ``bert.encoder.layer.0`` keeps every Linear of the first encoder layer. The same
+``classifier``; ``bert.encoder.layer.0`` keeps every Linear of the first encoder layer;
+``bert.embeddings`` keeps the word embeddings. At least one Linear must be quantized. The same
 rule selects nodes of the ONNX export through their module name scopes
-(:func:`distilkit.quantize.onnx_graph.load_for_quantization`).
+(:mod:`distilkit.quantize.onnx_graph`).
 """
 
 from __future__ import annotations
@@ -49,10 +54,27 @@ def quantized_linears(model: nn.Module, keep_fp32: Sequence[str]) -> dict[str, n
     return targets
 
 
-def replace_linears(model: nn.Module, keep_fp32: Sequence[str], build: Callable[[nn.Linear], nn.Module]) -> nn.Module:
-    """A CPU deep copy of ``model`` in eval mode with every quantized Linear replaced by ``build(linear)``."""
+def quantized_embedding(model: nn.Module, keep_fp32: Sequence[str]) -> dict[str, nn.Embedding]:
+    """The word-embedding table to quantize by name: ``{}`` if it is kept in fp32 or the model has none."""
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    if not isinstance(embedding, nn.Embedding):
+        return {}
+    name = next(name for name, module in model.named_modules() if module is embedding)
+    return {} if is_kept(name, keep_fp32) else {name: embedding}
+
+
+def quantized_modules(model: nn.Module, keep_fp32: Sequence[str]) -> dict[str, nn.Linear | nn.Embedding]:
+    """The Linear modules to quantize, then the word embedding unless kept; errors as :func:`quantized_linears`."""
+    return quantized_linears(model, keep_fp32) | quantized_embedding(model, keep_fp32)
+
+
+def replace_modules(
+    model: nn.Module, keep_fp32: Sequence[str], build: Callable[[nn.Linear | nn.Embedding], nn.Module]
+) -> nn.Module:
+    """A CPU deep copy of ``model`` in eval mode with every quantized module replaced by ``build(module)``."""
     model = copy.deepcopy(model).cpu().eval()
-    for name, linear in quantized_linears(model, keep_fp32).items():
+    for name, module in quantized_modules(model, keep_fp32).items():
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, build(linear))
+        setattr(model.get_submodule(parent_name), child, build(module))
     return model
