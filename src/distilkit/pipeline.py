@@ -21,8 +21,8 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from distilkit.data.module import SPLITS, TextClassificationData
 from distilkit.errors import ConfigError, check, config_group
 from distilkit.hashing import key_of
-from distilkit.losses import CrossEntropy
 from distilkit.export.onnx import export_onnx
+from distilkit.losses import CrossEntropy
 from distilkit.measure.report import (
     MeasureSpec,
     accuracy_metrics,
@@ -41,8 +41,8 @@ from distilkit.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
 GROUPS = ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware")
-# Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 ONNX_ACC_TOLERANCE_PT = 0.3  # deployed ONNX vs trained torch model, dev accuracy, percentage points
+# Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
 
 

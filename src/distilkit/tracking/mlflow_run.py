@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -42,8 +44,16 @@ class MlflowTracker:
             return experiment.experiment_id
         return client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
 
+    @property
+    def enabled(self) -> bool:
+        """Only global rank 0 tracks: under DDP every rank runs this script, one run is logged."""
+        return rank_zero_only.rank == 0
+
     @contextmanager
     def run(self, params: dict, tags: dict[str, str]) -> Iterator["MlflowTracker"]:
+        if not self.enabled:
+            yield self
+            return
         mlflow.set_tracking_uri(self.tracking_uri)
         active = mlflow.start_run(experiment_id=self._experiment_id(), run_name=self.run_name, tags=tags)
         self.run_id = active.info.run_id
@@ -60,13 +70,18 @@ class MlflowTracker:
             mlflow.end_run(status="FINISHED")
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        if self.enabled:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
-        mlflow.log_artifacts(str(local_dir), artifact_path)
+        if self.enabled:
+            mlflow.log_artifacts(str(local_dir), artifact_path)
 
     def lightning_logger(self):
-        """A Lightning logger writing step metrics into this same run."""
-        from lightning.pytorch.loggers import MLFlowLogger
+        """A Lightning logger writing step metrics into this same run (its end status stays ours)."""
+        return _RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id, experiment_name=self.experiment_name)
 
-        return MLFlowLogger(tracking_uri=self.tracking_uri, run_id=self.run_id, experiment_name=self.experiment_name)
+
+class _RunLogger(MLFlowLogger):
+    def finalize(self, status: str = "success") -> None:
+        """Lightning would mark the run FINISHED after each fit; the tracker ends it once, at the end."""
