@@ -50,3 +50,10 @@ def test_real_minilm_teacher_and_distil_student():
     enc = tokenizer(["a stirring , funny and finally transporting re-imagining"], return_tensors="pt")
     assert enc["input_ids"][0, 0].item() == tokenizer.cls_token_id
     assert student(**enc).logits.shape == (1, 2)
+
+
+def test_relative_and_absolute_directory_share_a_cache_key(tiny_bert_dir, monkeypatch):
+    monkeypatch.chdir(tiny_bert_dir.parent)
+    relative = PretrainedTeacher(f"./{tiny_bert_dir.name}").fingerprint()
+    assert relative == PretrainedTeacher(str(tiny_bert_dir)).fingerprint()
+    assert relative != PretrainedTeacher("bert-base-uncased").fingerprint()

@@ -9,8 +9,10 @@ import warnings
 
 def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "httpx", "datasets", "onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "httpx", "datasets"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):  # exporter chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

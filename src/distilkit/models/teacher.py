@@ -7,6 +7,7 @@ pipeline's (``distilkit.training.teacher_cache``). ``fingerprint`` is the spec's
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -45,7 +46,9 @@ class PretrainedTeacher:
         return not self.finetuned and self.finetune.max_epochs > 0
 
     def fingerprint(self) -> dict:
-        return {"kind": "pretrained", "name_or_path": self.name_or_path, "finetuned": self.finetuned, "finetune": asdict(self.finetune)}
+        """A local directory counts by its absolute path, so ``../x`` and ``/abs/x`` share a cache entry."""
+        source = str(Path(self.name_or_path).resolve()) if Path(self.name_or_path).is_dir() else self.name_or_path
+        return {"kind": "pretrained", "name_or_path": source, "finetuned": self.finetuned, "finetune": asdict(self.finetune)}
 
     def build(self, train_texts: list[str], num_labels: int):
         """``(model, tokenizer)`` loaded by name or path; a new head when not ``finetuned``."""
