@@ -14,10 +14,10 @@ setup:
 	$(BIN)/pip install --quiet -e ".[dev]"
 
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-all:
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -n 2 -m ""
 
 ui:
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -19,6 +20,7 @@ SST2 = SHARED / "data" / "sst2"
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+torch.set_num_threads(1)  # tiny models; `make test` runs two pytest workers on two cores
 
 # Small everything: a run of the whole pipeline takes seconds.
 TINY = [
