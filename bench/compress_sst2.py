@@ -83,7 +83,6 @@ def main() -> None:
     saved = RESULTS / "compress_sst2.json"
     # rows measured earlier (e.g. with --rows) are kept; the rows run now replace theirs
     results: dict[str, dict[str, float]] = json.loads(saved.read_text())["rows"] if saved.is_file() else {}
-
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for name in args.rows.split(","):
             overrides = [f"paths.root_dir={ROOT}", *COMMON, f"trainer.max_epochs={args.epochs}", *ROWS[name]]
