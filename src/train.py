@@ -1,11 +1,14 @@
 """Entry point: ``python -m train key=option a.b=value`` (``-m`` for a Hydra multirun).
 
-It only wires: checks the group options named on the command line, composes the config with Hydra,
-hands it to :mod:`distilkit.pipeline`, and turns bad input into one line and a non-zero exit.
+It only wires: Hydra composes the config (its sweep syntax, ``--config-dir`` and ``hydra.searchpath``
+work as usual), the pipeline runs it, and every kind of bad input becomes one line and a non-zero
+exit: ``error: KEY: what is wrong and what is allowed``.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,42 +17,58 @@ from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(code)
 
 
-def check_group_options(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """``loss=foo`` for a group with no ``foo.yaml``: one line listing the options (Hydra's own is longer)."""
-    for arg in argv:
-        key, sep, value = arg.lstrip("+").partition("=")
-        if not sep or "." in key or not (conf_dir / key).is_dir():
-            continue
-        options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
-        for option in value.split(","):
-            if option and option not in options:
-                fail(f"{key}={option} is not an option of group '{key}'; available: {', '.join(options)}")
+def hydra_error_line(err: Exception) -> str:
+    """Hydra's (multi-line) composition errors as one line; an unknown option lists the options."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options is not None:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return f"{group}={option} is not an option of group '{group}'; available: {', '.join(sorted(err.options))}"
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from distilkit.errors import ConfigError
+    from distilkit.errors import ConfigError, TrainingDiverged
     from distilkit.logs import quiet_libraries
     from distilkit.pipeline import GROUPS, run
 
     quiet_libraries()
-    choices = {g: str(c) for g, c in HydraConfig.get().runtime.choices.items() if g in GROUPS}
+    hydra_cfg = HydraConfig.get()
+    choices = {g: str(c) for g, c in hydra_cfg.runtime.choices.items() if g in GROUPS}
+    overrides = list(hydra_cfg.overrides.task)
+    command = " ".join(["python -m train", *map(shlex.quote, overrides)])
+    if hydra_cfg.mode.name == "MULTIRUN":
+        command += f"   (job {hydra_cfg.job.num} of: python -m train {' '.join(map(shlex.quote, sys.argv[1:]))})"
     try:
-        metrics = run(cfg, choices)
+        metrics = run(cfg, choices, overrides, command)
     except ConfigError as err:
         fail(str(err))
+    except TrainingDiverged as err:
+        fail(str(err), EXIT_FAILED)
     return metrics.get(cfg.get("objective") or "student/dev_acc")
 
 
 if __name__ == "__main__":
-    check_group_options(sys.argv[1:])
-    main()
+    from hydra.errors import HydraException
+
+    from distilkit.tracking.mlflow_run import RunInterrupted
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here, where they become one line
+    try:
+        main()
+    except HydraException as err:
+        fail(hydra_error_line(err))
+    except RunInterrupted as err:
+        fail(f"{err}; the MLflow run is marked KILLED", EXIT_INTERRUPTED)

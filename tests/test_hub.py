@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
 import torch
 
 from distilkit.errors import ConfigError
+from distilkit.fingerprint import FileHashes
 from distilkit.models.student import DistilStudent
 from distilkit.models.teacher import PretrainedTeacher
 
@@ -52,8 +54,13 @@ def test_real_minilm_teacher_and_distil_student():
     assert student(**enc).logits.shape == (1, 2)
 
 
-def test_relative_and_absolute_directory_share_a_cache_key(tiny_bert_dir, monkeypatch):
+def test_directory_counts_by_content_not_by_path(tiny_bert_dir, monkeypatch, tmp_path):
+    hashes = FileHashes(tmp_path / "file_hashes.json")
     monkeypatch.chdir(tiny_bert_dir.parent)
-    relative = PretrainedTeacher(f"./{tiny_bert_dir.name}").fingerprint()
-    assert relative == PretrainedTeacher(str(tiny_bert_dir)).fingerprint()
-    assert relative != PretrainedTeacher("bert-base-uncased").fingerprint()
+    relative = PretrainedTeacher(f"./{tiny_bert_dir.name}").fingerprint(hashes)
+    assert relative == PretrainedTeacher(str(tiny_bert_dir)).fingerprint(hashes)
+    copy = shutil.copytree(tiny_bert_dir, tmp_path / "elsewhere")
+    assert PretrainedTeacher(str(copy)).fingerprint(hashes) == relative
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" ', 1))
+    assert PretrainedTeacher(str(copy)).fingerprint(hashes) != relative  # one byte of one file
+    assert relative != PretrainedTeacher("bert-base-uncased").fingerprint(hashes)

@@ -39,3 +39,7 @@ def check(condition: bool, key: str, message: str) -> None:
     """Raise ``ConfigError(key, message)`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(key, message)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step and the loss term."""

@@ -6,8 +6,11 @@ registry); this file wires them in order and computes nothing of its own.
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -17,12 +20,16 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from transformers import AutoModelForSequenceClassification
 
 from distilkit.data.module import SPLITS, TextClassificationData
 from distilkit.errors import ConfigError, check, config_group
+from distilkit.fingerprint import FileHashes, library_versions
 from distilkit.hashing import key_of
 from distilkit.export.onnx import export_onnx
 from distilkit.losses import CrossEntropy
+from distilkit.losses.base import DistillLoss
+from distilkit.measure.accuracy import fidelity_metrics
 from distilkit.measure.report import (
     MeasureSpec,
     accuracy_metrics,
@@ -34,6 +41,9 @@ from distilkit.measure.report import (
     size_metrics,
     torch_metrics,
 )
+from distilkit.seeding import seed_stage
+from distilkit.tracking.naming import command_line, run_name
+from distilkit.training.finite_loss import StopOnNonFiniteLoss
 from distilkit.training.logit_store import LogitStore, predict_logits
 from distilkit.training.module import DistillModule
 from distilkit.training.schedule import linear_warmup
@@ -44,6 +54,13 @@ GROUPS = ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware
 ONNX_ACC_TOLERANCE_PT = 0.3  # deployed ONNX vs trained torch model, dev accuracy, percentage points
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """What the preflight learned that the run's name needs."""
+
+    student_layers: int
 
 
 def build_group(cfg: DictConfig, group: str, **kwargs):
@@ -60,9 +77,11 @@ def build_group(cfg: DictConfig, group: str, **kwargs):
 
 
 class Run:
-    def __init__(self, cfg: DictConfig, choices: dict[str, str]):
+    def __init__(self, cfg: DictConfig, choices: dict[str, str], overrides: Sequence[str] = (), command: str | None = None):
         self.cfg = cfg
         self.choices = choices
+        self.overrides = list(overrides)
+        self.command = command or command_line(self.overrides)
         # Build every spec first: bad numbers fail here, before any run or cache is touched.
         self.data: TextClassificationData = build_group(cfg, "data")
         self.teacher_spec = build_group(cfg, "teacher")
@@ -75,9 +94,31 @@ class Run:
         self.tracker = instantiate(cfg.tracking)
         self.teacher_cache = TeacherCache(cfg.paths.cache_dir)
         self.logit_store = LogitStore(cfg.paths.cache_dir)
+        self.file_hashes = FileHashes(Path(cfg.paths.cache_dir) / "file_hashes.json")
+
+    def seed(self, stage: str) -> None:
+        """Seed ``stage`` from (seed, stage): no stage's randomness depends on what ran or was skipped before."""
+        seed_stage(self.cfg.seed, stage)
+
+    # 1. preflight: the whole configuration checked before any MLflow run or cache entry exists ----
+    def preflight(self) -> PreflightResult:
+        """Read the data, the teacher's architecture (no weights), build the student, the loss and the
+        compressors on the meta device: every bad value fails here, so bad input leaves no run behind."""
+        with config_group("data"):
+            self.seed("data")
+            num_labels = self.data.num_classes  # reads files / generates the splits
+        with config_group("teacher"):
+            teacher_config = self.teacher_spec.config(num_labels)
+        with torch.device("meta"):
+            teacher = AutoModelForSequenceClassification.from_config(teacher_config)
+            student = self.student(teacher, loss=copy.deepcopy(self.loss))
+            for group in ("pruner", "quantizer"):
+                with config_group(group):
+                    getattr(self, group).check(student)
+        return PreflightResult(student_layers=student.config.num_hidden_layers)
 
     def trainer(self, **overrides) -> L.Trainer:
-        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[RichProgressBar()], **overrides)
+        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[RichProgressBar(), StopOnNonFiniteLoss()], **overrides)
 
     # 2. teacher ---------------------------------------------------------------------------------
     def teacher(self):
@@ -85,18 +126,21 @@ class Run:
         is tokenized with its tokenizer on the way."""
         spec, data = self.teacher_spec, self.data
         trainer = {k: v for k, v in OmegaConf.to_container(self.cfg.trainer, resolve=True).items() if k not in NOT_IN_TEACHER_KEY}
-        key = key_of(spec.fingerprint(), data.fingerprint, data.max_length, data.batch_size, self.cfg.seed, trainer)
+        identity = {"teacher": spec.fingerprint(self.file_hashes), "versions": library_versions(), "data": data.fingerprint}
+        key = key_of(identity, data.max_length, data.batch_size, self.cfg.seed, trainer)
         cached = self.teacher_cache.load(key)
         if cached is not None:
             model, tokenizer, _ = cached
             log.info("teacher: cached fine-tuned model %s", self.teacher_cache.path(key))
         else:
+            self.seed("teacher")
             with config_group("teacher"):
                 model, tokenizer = spec.build(data.texts("train"), data.num_classes)
         data.tokenize(tokenizer)
         if cached is None and spec.needs_finetune():
+            self.seed("teacher.finetune")
             self.finetune(model, spec.finetune)
-            self.teacher_cache.save(key, model, tokenizer, {"fingerprint": spec.fingerprint(), "data": data.fingerprint})
+            self.teacher_cache.save(key, model, tokenizer, identity)
         check(
             model.config.num_labels == data.num_classes,
             "teacher",
@@ -126,7 +170,8 @@ class Run:
         return out
 
     # 4. student ---------------------------------------------------------------------------------
-    def student(self, teacher):
+    def student(self, teacher, loss: DistillLoss | None = None):
+        """The student built from the teacher, and the loss bound to both."""
         with config_group("student"):
             student = self.student_spec.build(teacher)
         check(
@@ -135,7 +180,7 @@ class Run:
             f"student has {student.config.num_labels} labels but the teacher has {teacher.config.num_labels}",
         )
         with config_group("loss"):
-            self.loss.bind(student.config, teacher.config)
+            (loss or self.loss).bind(student.config, teacher.config)
         return student
 
     def fit(self, student, teacher):
@@ -206,22 +251,26 @@ class Run:
 
     # the whole run --------------------------------------------------------------------------------
     def __call__(self) -> dict[str, float]:
-        L.seed_everything(self.cfg.seed, verbose=False)
+        checked = self.preflight()
         params = OmegaConf.to_container(self.cfg, resolve=True)
-        with self.tracker.run(params=params, tags=self.choices):
-            with config_group("data"):
-                self.data.splits  # reads files / generates: input errors surface here
+        name = self.tracker.run_name or run_name(self.choices, self.overrides, checked.student_layers)
+        with self.tracker.run(params=params, tags=self.choices, name=name, description=self.command):
             teacher, tokenizer, teacher_key = self.teacher()
             teacher_logits = self.teacher_logits(teacher, teacher_key)
             self.data.attach_teacher_logits(teacher_logits["train"])
-            trained, is_global_zero = self.fit(self.student(teacher), teacher)
+            self.seed("student")
+            student = self.student(teacher)
+            self.seed("student.fit")
+            trained, is_global_zero = self.fit(student, teacher)
             if not is_global_zero:  # DDP: other ranks only train
                 return {}
+            self.seed("measure")
             trained_logits = {split: predict_logits(trained, self.data.inputs(split)) for split in ("dev", "test")}
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "student"
                 converted, fp32_onnx, deploy_onnx = self.deploy(trained, out)
                 metrics = self.measure(teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx)
+                metrics |= fidelity_metrics(trained_logits, teacher_logits, {s: self.data.labels(s) for s in trained_logits})
                 self.tracker.log_metrics(metrics)
                 converted.float_model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
@@ -230,5 +279,6 @@ class Run:
         return metrics
 
 
-def run(cfg: DictConfig, choices: dict[str, str]) -> dict[str, float]:
-    return Run(cfg, choices)()
+def run(cfg: DictConfig, choices: dict[str, str], overrides: Sequence[str] = (), command: str | None = None) -> dict[str, float]:
+    """One run of ``cfg``; ``choices`` (group -> option) become tags, ``overrides`` name the run."""
+    return Run(cfg, choices, overrides, command)()

@@ -16,6 +16,10 @@ from distilkit.errors import ConfigError
 class Pruner(ABC):
     """Base class of the ``pruner`` config group."""
 
+    def check(self, model: nn.Module) -> None:
+        """Validate the options against ``model`` before anything runs (it may live on the meta device:
+        module names and shapes only, no values)."""
+
     @abstractmethod
     def prepare(self, model: nn.Module) -> nn.Module:
         """Set up pruning before training (masks, or structured removal)."""

@@ -34,6 +34,10 @@ class Converted:
 class Quantizer(ABC):
     """Base class of the ``quantizer`` config group."""
 
+    def check(self, model: nn.Module) -> None:
+        """Validate the options against ``model`` before anything runs (it may live on the meta device:
+        module names and shapes only, no values)."""
+
     @abstractmethod
     def prepare(self, model: nn.Module) -> nn.Module:
         """Make ``model`` ready for training (QAT inserts fake quantization); validate names."""

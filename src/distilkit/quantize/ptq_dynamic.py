@@ -25,8 +25,11 @@ class PTQDynamicQuantizer(Quantizer):
     def __init__(self, keep_fp32: Sequence[str] = ("classifier",)):
         self.keep_fp32 = check_keep_fp32(keep_fp32)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def check(self, model: nn.Module) -> None:
         quantized_linears(model, self.keep_fp32)  # validates keep_fp32 against the model
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.check(model)
         return model
 
     def convert(self, model: nn.Module) -> Converted:

@@ -93,6 +93,9 @@ class QATQuantizer(Quantizer):
     def weight_fake_quant(self) -> nn.Module:
         """A new weight fake-quantization module for one Linear or the embedding table."""
 
+    def check(self, model: nn.Module) -> None:
+        quantized_modules(model, self.keep_fp32)
+
     def prepare(self, model: nn.Module) -> nn.Module:
         for module in quantized_modules(model, self.keep_fp32).values():
             if isinstance(module, (QATLinear, QATEmbedding)):  # prepare is idempotent

@@ -1,9 +1,16 @@
 """One MLflow run per training job: flattened config as params, group choices as tags, metrics,
-the student as an artifact; FINISHED on success, FAILED on any exception (the exception propagates)."""
+the student as an artifact; a descriptive name and the command line as its description.
+
+End status: FINISHED on success; KILLED when stopped by Ctrl-C (SIGINT) or SIGTERM, whether inside
+Lightning's fit (which turns both into ``SystemExit``) or outside it; FAILED on any other exception.
+The exception propagates; an interruption comes out as :class:`RunInterrupted`.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -11,9 +18,38 @@ from typing import Iterator
 import mlflow
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.tracking import MlflowClient
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped by SIGINT or SIGTERM and is marked KILLED."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def _interrupt_signals(received: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt and are recorded in ``received`` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -50,24 +86,35 @@ class MlflowTracker:
         return rank_zero_only.rank == 0
 
     @contextmanager
-    def run(self, params: dict, tags: dict[str, str]) -> Iterator["MlflowTracker"]:
+    def run(self, params: dict, tags: dict[str, str], name: str | None = None, description: str = "") -> Iterator["MlflowTracker"]:
         if not self.enabled:
             yield self
             return
         mlflow.set_tracking_uri(self.tracking_uri)
-        active = mlflow.start_run(experiment_id=self._experiment_id(), run_name=self.run_name, tags=tags)
+        tags = {**tags, DESCRIPTION_TAG: description} if description else dict(tags)
+        active = mlflow.start_run(experiment_id=self._experiment_id(), run_name=name or self.run_name, tags=tags)
         self.run_id = active.info.run_id
+        received: list[int] = []
         try:
-            flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
-            items = list(flat.items())
-            for i in range(0, len(items), 90):
-                mlflow.log_params(dict(items[i : i + 90]))
-            yield self
-        except BaseException:
-            mlflow.end_run(status="FAILED")
+            with _interrupt_signals(received):
+                flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+                items = list(flat.items())
+                for i in range(0, len(items), 90):
+                    mlflow.log_params(dict(items[i : i + 90]))
+                yield self
+        except BaseException as err:
+            # Lightning turns Ctrl-C inside fit into sys.exit(1) and SIGTERM into SIGTERMException
+            interrupted = received or isinstance(err, (KeyboardInterrupt, SIGTERMException))
+            mlflow.end_run(status="KILLED" if interrupted else "FAILED")
+            if interrupted:
+                raise RunInterrupted(received[0] if received else signal.SIGINT) from err
             raise
         else:
             mlflow.end_run(status="FINISHED")
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            mlflow.set_tags(tags)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         if self.enabled:

@@ -94,11 +94,11 @@ class DistillModule(L.LightningModule):
         for compressor in self.compressors.values():
             compressor.on_train_progress(self.student, fraction)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         parts = self.loss(self._run(self.student, batch), self._teacher(batch), batch["labels"], batch["attention_mask"])
         self.log(f"{self.prefix}train/loss", parts["loss"], prog_bar=True)
         self.log_dict({f"{self.prefix}train/{k}": v for k, v in parts.items() if k != "loss"})
-        return parts["loss"]
+        return parts  # "loss" is what Lightning optimizes; callbacks see every term
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
