@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -53,12 +55,53 @@ def test_multirun_gives_one_run_per_job(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = runs(tmp_path)
     assert sorted(found["params.loss.T"]) == ["2", "4"] and set(found["status"]) == {"FINISHED"}
+    assert found["tags.mlflow.runName"].nunique() == 2  # distinct, descriptive names
+    assert all("python -m train" in note for note in found["tags.mlflow.note.content"])
+
+
+def test_hydra_sweep_syntax_choice_glob_range(tmp_path):
+    proc = train(tmp_path, "-m", "loss=choice(kd,ce)", "quantizer=glob(ptq*)", "seed=range(3,4)", "trainer.fast_dev_run=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = runs(tmp_path)
+    assert sorted(found["tags.loss"]) == ["ce", "kd"]
+    assert set(found["tags.quantizer"]) == {"ptq_dynamic"} and set(found["params.seed"]) == {"3"}
+
+
+def test_user_config_group_option_through_config_dir(tmp_path):
+    user = tmp_path / "my_conf" / "student"
+    user.mkdir(parents=True)
+    (user / "one_layer.yaml").write_text("_target_: distilkit.models.student.DistilStudent\nnum_layers: 1\nlayer_map: null\n")
+    proc = train(tmp_path, "--config-dir", str(tmp_path / "my_conf"), "student=one_layer", "trainer.fast_dev_run=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = runs(tmp_path).iloc[0]
+    assert row["tags.student"] == "one_layer" and row["tags.mlflow.runName"].startswith("scratch→one_layer[1]")
+
+
+def test_sigterm_ends_the_run_killed_with_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "train", f"paths.root_dir={tmp_path}", *TINY, "teacher.finetune.max_epochs=50"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until the MLflow run exists
+        time.sleep(1)
+        try:
+            if (tmp_path / "mlflow.db").exists() and len(runs(tmp_path)) == 1:
+                break
+        except Exception:  # the store is being created by the run right now
+            continue
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: stopped by SIGTERM; the MLflow run is marked KILLED"]
+    assert list(runs(tmp_path)["status"]) == ["KILLED"]
 
 
 @pytest.mark.parametrize(
     "args,expected",
     [
         (["loss=foo"], "error: loss=foo is not an option of group 'loss'; available: ce, distilbert, intermediate, kd"),
+        (["-m", "loss=choice(kd,foo)"], "error: loss=foo is not an option of group 'loss'; available: ce, distilbert, intermediate, kd"),
+        (["no_such_key=1"], "error: Could not override 'no_such_key'. To append to your config use +no_such_key=1"),
         (["loss.T=0"], "error: loss.T: must be > 0, got 0"),
     ],
 )

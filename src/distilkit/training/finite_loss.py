@@ -10,7 +10,7 @@ import torch
 from distilkit.errors import TrainingDiverged
 
 
-def check_finite(parts: dict[str, torch.Tensor], step: int, prefix: str = "") -> None:
+def check_finite(parts: dict[str, torch.Tensor], step: str, prefix: str = "") -> None:
     """``TrainingDiverged`` unless every value of ``parts`` (``loss`` and its terms) is finite."""
     bad = {name: float(value) for name, value in parts.items() if not math.isfinite(float(value))}
     if not bad:
@@ -18,7 +18,7 @@ def check_finite(parts: dict[str, torch.Tensor], step: int, prefix: str = "") ->
     terms = [name for name in bad if name != "loss"] or ["loss"]
     values = ", ".join(f"{name}={bad[name]}" for name in terms)
     raise TrainingDiverged(
-        f"{prefix}train/loss is not finite at step {step} ({values}); "
+        f"{prefix}train/loss is not finite at {step} ({values}); "
         "lower optimizer.lr, check the data, or use trainer.precision=32-true"
     )
 
@@ -28,4 +28,5 @@ class StopOnNonFiniteLoss(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if outputs is not None:
-            check_finite(outputs, trainer.global_step, getattr(pl_module, "prefix", ""))
+            step = f"epoch {trainer.current_epoch}, batch {batch_idx} (global step {trainer.global_step})"
+            check_finite(outputs, step, getattr(pl_module, "prefix", ""))
