@@ -20,17 +20,13 @@ import argparse
 import json
 import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-RESULTS = ROOT / "bench" / "results"
-SHARED = ROOT.parent / "shared"
+from harness import RESULTS, SHARED, build_run
 
 # name -> (kind, settings). Plain: keyword arguments of plain_loop. Framework: Hydra overrides.
 SETTINGS = {
@@ -94,41 +90,19 @@ def plain_loop(data: Path, model_dir: Path, seed: int, device: str, lr: float, w
     return correct / len(dev_x)
 
 
-class NoTracking:
-    """Stands in for the MLflow tracker: the teacher stage needs none."""
-
-    def __init__(self, **_):
-        pass
-
-    def lightning_logger(self):
-        return False
-
-
 def framework(data: Path, model_dir: Path, seed: int, device: str, overrides: list[str]) -> float:
     """The pipeline's teacher stage with ``overrides``, in a fresh cache; dev accuracy of the teacher."""
     import lightning as L
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
-    from distilkit.logs import quiet_libraries
     from distilkit.measure.accuracy import accuracy
-    from distilkit.pipeline import Run
     from distilkit.training.logit_store import predict_logits
 
-    quiet_libraries()
     hardware = ["hardware=gpu", "hardware.precision=32-true", "hardware.devices=1"] if device == "cuda" else []
     with tempfile.TemporaryDirectory() as root:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[
-                    f"paths.root_dir={root}", "data=sst2", f"data.path={data}", "teacher=minilm",
-                    f"teacher.name_or_path={model_dir}", f"seed={seed}", *hardware, *overrides,
-                    "++tracking._target_=__main__.NoTracking",
-                ],
-            )
-        run = Run(cfg, {})
+        run = build_run(root, [
+            "data=sst2", f"data.path={data}", "teacher=minilm", f"teacher.name_or_path={model_dir}",
+            f"seed={seed}", *hardware, *overrides,
+        ])
         L.seed_everything(seed, verbose=False)
         teacher, _, _ = run.teacher()
         return accuracy(predict_logits(teacher, run.data.inputs("dev")), run.data.labels("dev"))
