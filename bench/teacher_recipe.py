@@ -32,11 +32,12 @@ from harness import RESULTS, SHARED, build_run
 SETTINGS = {
     "plain": ("plain", {"lr": 5e-5, "warmup": 0.0}),
     "plain_warmup10": ("plain", {"lr": 5e-5, "warmup": 0.1}),
-    "fw_lr1e-4": ("framework", ["teacher.finetune.lr=1e-4"]),
-    "fw_lr5e-5": ("framework", ["teacher.finetune.lr=5e-5"]),
-    "fw_lr5e-5_warmup0": ("framework", ["teacher.finetune.lr=5e-5", "teacher.finetune.warmup_fraction=0.0"]),
-    "fw_lr5e-5_nobucket": ("framework", ["teacher.finetune.lr=5e-5", "data.bucket_by_length=false"]),
-    "fw_lr3e-5": ("framework", ["teacher.finetune.lr=3e-5"]),
+    "fw_lr5e-5": ("framework", ["teacher.finetune.lr=5e-5", "data.bucket_by_length=false"]),
+    "fw_lr1e-4": ("framework", ["teacher.finetune.lr=1e-4", "data.bucket_by_length=false"]),
+    "fw_lr1e-4_bucket": ("framework", ["teacher.finetune.lr=1e-4", "data.bucket_by_length=true"]),
+    "fw_lr5e-5_bucket": ("framework", ["teacher.finetune.lr=5e-5", "data.bucket_by_length=true"]),
+    "fw_lr5e-5_bucket_warmup0": ("framework", ["teacher.finetune.lr=5e-5", "data.bucket_by_length=true", "teacher.finetune.warmup_fraction=0.0"]),
+    "fw_lr3e-5_bucket": ("framework", ["teacher.finetune.lr=3e-5", "data.bucket_by_length=true"]),
 }
 
 
@@ -112,8 +113,9 @@ def write_table(rows: list[dict], path: Path) -> None:
     lines = [
         "# Teacher recipe: SST-2, all-MiniLM-L6-v2, batch 32, max length 64, 3 epochs, AdamW wd 0.01, linear schedule",
         "",
-        "Command: `python bench/teacher_recipe.py [--only NAME ...] [--seeds ...] [--device cpu|cuda]`",
-        "(plain = a hand-written PyTorch loop; fw_* = distilkit's teacher stage with the listed overrides).",
+        "Command: `python bench/teacher_recipe.py [--only NAME ...] [--seeds ...] [--device cpu|cuda] [--threads N]`",
+        "(plain = a hand-written PyTorch loop; fw_* = distilkit's teacher stage with the listed overrides;",
+        "every other setting is the config's: warm-up 0.1, weight decay 0.01, seeded by `seed`).",
         "",
         "| setting | what | device | seed | dev acc | wall s |",
         "|---|---|---|---|---|---|",

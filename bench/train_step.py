@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(SHARED / "data" / "sst2"))
     parser.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
-    parser.add_argument("--bucket-by-length", default="true", choices=["true", "false"])
+    parser.add_argument("--bucket-by-length", default="false", choices=["true", "false"])
     parser.add_argument("--results", default=str(RESULTS / "train_step.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

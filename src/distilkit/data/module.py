@@ -45,7 +45,7 @@ class _Rows(Dataset):
 class TextClassificationData(L.LightningDataModule):
     """Base DataModule. Subclasses return ``{"train"|"dev"|"test": [Example, ...]}`` from load_splits."""
 
-    def __init__(self, max_length: int = 64, batch_size: int = 32, num_workers: int = 0, bucket_by_length: bool = True):
+    def __init__(self, max_length: int = 64, batch_size: int = 32, num_workers: int = 0, bucket_by_length: bool = False):
         super().__init__()
         check(max_length > 0, "max_length", f"must be > 0, got {max_length}")
         check(batch_size > 0, "batch_size", f"must be > 0, got {batch_size}")

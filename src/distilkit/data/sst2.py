@@ -25,7 +25,7 @@ class SST2Data(TextLinesData):
         max_length: int = 64,
         batch_size: int = 32,
         num_workers: int = 0,
-        bucket_by_length: bool = True,
+        bucket_by_length: bool = False,
     ):
         super().__init__(
             path=path,
