@@ -85,7 +85,10 @@ class Run:
         is tokenized with its tokenizer on the way."""
         spec, data = self.teacher_spec, self.data
         trainer = {k: v for k, v in OmegaConf.to_container(self.cfg.trainer, resolve=True).items() if k not in NOT_IN_TEACHER_KEY}
-        optim = {g: {k: v for k, v in OmegaConf.to_container(self.cfg[g], resolve=True).items() if k not in keys} for g, keys in TEACHER_FINETUNE_SETS.items()}
+        optim = {
+            group: {k: v for k, v in OmegaConf.to_container(self.cfg[group], resolve=True).items() if k not in keys}
+            for group, keys in TEACHER_FINETUNE_SETS.items()
+        }
         key = key_of(spec.fingerprint(), data.fingerprint, data.max_length, data.batching, self.cfg.seed, trainer, optim)
         cached = self.teacher_cache.load(key)
         if cached is not None:
