@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from distilkit.data import SST2Data, SyntheticData, TextLinesData
-from distilkit.errors import ConfigError
+from distilkit.errors import ConfigError, config_group
 from distilkit.models.tokenizer import train_wordpiece
 
 from conftest import SST2, needs_shared_sst2
@@ -63,9 +64,73 @@ def test_text_lines_reads_and_tokenizes(text_lines_dir):
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 60, "dev": 30, "test": 30}
     assert data.num_classes == 3
     data.tokenize(train_wordpiece(data.texts("train"), 100))
-    assert data.inputs("train")["input_ids"].shape == (60, 12)
-    batch = next(iter(data.train_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "labels"} and batch["input_ids"].shape == (8, 12)
+    assert data.inputs("train")["input_ids"].shape == (60, 12)  # fixed-shape view: every row padded to max_length
+    batches = list(data.train_dataloader())
+    assert all(set(b) == {"input_ids", "attention_mask", "labels"} for b in batches)
+    assert sorted(len(b["labels"]) for b in batches) == [4] + [8] * 7
+
+
+def tokenized(bucket_by_length: bool, n: int = 400, batch_size: int = 16) -> SyntheticData:
+    data = SyntheticData(num_train=n, num_dev=40, num_test=40, max_length=24, batch_size=batch_size, bucket_by_length=bucket_by_length)
+    data.tokenize(train_wordpiece(data.texts("train"), 150))
+    return data
+
+
+def row_index(data: SyntheticData) -> dict[tuple[int, ...], list[int]]:
+    """Token ids of a row -> the rows (example indices) holding exactly those ids."""
+    index: dict[tuple[int, ...], list[int]] = {}
+    for i, ids in enumerate(data.encoded["train"]["input_ids"]):
+        index.setdefault(tuple(ids), []).append(i)
+    return index
+
+
+@pytest.mark.parametrize("bucket_by_length", [False, True])
+def test_training_batches_pad_to_their_longest_row_and_carry_each_rows_teacher_logits(bucket_by_length):
+    data = tokenized(bucket_by_length)
+    lengths = data.lengths("train")
+    assert min(lengths) < max(lengths) <= 24  # rows of different lengths, so padding matters
+    logits = torch.randn(len(lengths), 2)
+    data.attach_teacher_logits(logits)
+    index, labels = row_index(data), data.labels("train")
+    torch.manual_seed(0)
+    seen = []
+    for batch in data.train_dataloader():
+        mask = batch["attention_mask"]
+        assert batch["input_ids"].shape == mask.shape and mask.shape[1] == int(mask.sum(1).max())  # longest row, no more
+        assert torch.equal(batch["input_ids"][mask == 0], torch.full_like(batch["input_ids"][mask == 0], data.pad_id))
+        for r in range(len(mask)):
+            rows = index[tuple(batch["input_ids"][r, : int(mask[r].sum())].tolist())]
+            assert any(torch.equal(batch["teacher_logits"][r], logits[i]) and batch["labels"][r] == labels[i] for i in rows)
+            seen.append(rows[0])
+    assert len(seen) == len(lengths) and len(data.train_dataloader()) == -(-len(lengths) // 16)
+
+
+def epoch_batches(data: SyntheticData, seed: int) -> list[list[int]]:
+    torch.manual_seed(seed)
+    return [b["input_ids"].tolist() for b in data.train_dataloader()]
+
+
+def test_bucketing_pads_less_visits_every_row_once_and_repeats_with_the_seed():
+    plain, bucketed = tokenized(False, n=1200), tokenized(True, n=1200)
+    width = lambda data: sum(b["input_ids"].numel() for b in data.train_dataloader())  # noqa: E731
+    assert width(bucketed) < 0.9 * width(plain)
+    torch.manual_seed(1)
+    unpadded = lambda rows: sorted(tuple(t for t in r if t != bucketed.pad_id) for r in rows)  # noqa: E731
+    seen = unpadded(r for b in bucketed.train_dataloader() for r in b["input_ids"].tolist())
+    assert seen == unpadded(bucketed.inputs("train")["input_ids"].tolist())  # every row once
+    assert epoch_batches(bucketed, 3) == epoch_batches(bucketed, 3) != epoch_batches(bucketed, 4)
+    assert epoch_batches(plain, 3) == epoch_batches(plain, 3) != epoch_batches(plain, 4)
+
+
+def test_batches_in_row_order_padded_per_batch():
+    data = tokenized(True)
+    batches = list(data.batches("dev", batch_size=16))
+    full = data.inputs("dev")
+    assert torch.equal(torch.cat([b["attention_mask"].sum(1) for b in batches]), full["attention_mask"].sum(1))
+    for start, b in zip(range(0, 40, 16), batches):
+        width = b["input_ids"].shape[1]
+        assert width == int(b["attention_mask"].sum(1).max())
+        assert torch.equal(b["input_ids"], full["input_ids"][start : start + 16, :width])
 
 
 def test_malformed_line_reports_file_and_line(text_lines_dir):
@@ -94,3 +159,28 @@ def test_sst2_hub_offline_is_one_clear_line(monkeypatch):
     with pytest.raises(ConfigError) as err:
         SST2Data(hub_name="nyu-mll/glue-not-cached-here").splits
     assert err.value.key == "data.hub_name" and "data.path=DIR" in err.value.message and "\n" not in str(err.value)
+
+
+def latin1_dir(tmp_path):
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.txt").write_bytes("1 a fine film\n0 un caf\u00e9 tr\u00e8s ennuyeux\n".encode("latin-1"))
+    return tmp_path
+
+
+def test_undecodable_line_names_file_line_and_the_encoding_key(tmp_path):
+    with pytest.raises(ConfigError) as err, config_group("data"):
+        TextLinesData(path=str(latin1_dir(tmp_path))).splits
+    message = str(err.value)
+    assert err.value.key == "data.encoding" and "\n" not in message
+    assert f"{tmp_path / 'train.txt'}:2:" in message and "not valid utf-8" in message and "data.encoding=latin-1" in message
+
+
+def test_encoding_latin1_loads(tmp_path):
+    data = TextLinesData(path=str(latin1_dir(tmp_path)), encoding="latin-1")
+    assert data.splits["dev"][1].text == "un caf\u00e9 tr\u00e8s ennuyeux"
+
+
+def test_unknown_encoding_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not a known text encoding") as err:
+        TextLinesData(path=str(latin1_dir(tmp_path)), encoding="latin-42").splits
+    assert err.value.key == "encoding"

@@ -11,14 +11,12 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from transformers import AutoModelForSequenceClassification
 
@@ -44,9 +42,9 @@ from distilkit.measure.report import (
 from distilkit.seeding import seed_stage
 from distilkit.tracking.naming import command_line, run_name
 from distilkit.training.finite_loss import StopOnNonFiniteLoss
+from distilkit.training.console_log import progress_callback, stage
 from distilkit.training.logit_store import LogitStore, predict_logits
 from distilkit.training.module import DistillModule
-from distilkit.training.schedule import linear_warmup
 from distilkit.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -54,6 +52,8 @@ GROUPS = ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware
 ONNX_ACC_TOLERANCE_PT = 0.3  # deployed ONNX vs trained torch model, dev accuracy, percentage points
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
+# The teacher's optimizer and schedule are the config's, with these set by teacher.finetune.
+TEACHER_FINETUNE_SETS = {"optimizer": ("lr", "weight_decay"), "scheduler": ("warmup_fraction",)}
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Run:
         return PreflightResult(student_layers=student.config.num_hidden_layers)
 
     def trainer(self, **overrides) -> L.Trainer:
-        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[RichProgressBar(), StopOnNonFiniteLoss()], **overrides)
+        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[progress_callback(), StopOnNonFiniteLoss()], **overrides)
 
     # 2. teacher ---------------------------------------------------------------------------------
     def teacher(self):
@@ -126,8 +126,12 @@ class Run:
         is tokenized with its tokenizer on the way."""
         spec, data = self.teacher_spec, self.data
         trainer = {k: v for k, v in OmegaConf.to_container(self.cfg.trainer, resolve=True).items() if k not in NOT_IN_TEACHER_KEY}
+        optim = {
+            group: {k: v for k, v in OmegaConf.to_container(self.cfg[group], resolve=True).items() if k not in keys}
+            for group, keys in TEACHER_FINETUNE_SETS.items()
+        }
         identity = {"teacher": spec.fingerprint(self.file_hashes), "versions": library_versions(), "data": data.fingerprint}
-        key = key_of(identity, data.max_length, data.batch_size, self.cfg.seed, trainer)
+        key = key_of(identity, data.max_length, data.batching, self.cfg.seed, trainer, optim)
         cached = self.teacher_cache.load(key)
         if cached is not None:
             model, tokenizer, _ = cached
@@ -152,8 +156,8 @@ class Run:
         module = DistillModule(
             model,
             CrossEntropy(),
-            optimizer=partial(torch.optim.AdamW, lr=spec.lr, weight_decay=spec.weight_decay),
-            scheduler=partial(linear_warmup, warmup_fraction=spec.warmup_fraction),
+            optimizer=instantiate(self.cfg.optimizer, lr=spec.lr, weight_decay=spec.weight_decay),
+            scheduler=instantiate(self.cfg.scheduler, warmup_fraction=spec.warmup_fraction),
             log_prefix="teacher/",
         )
         self.trainer(max_epochs=spec.max_epochs).fit(module, datamodule=self.data)
@@ -255,21 +259,26 @@ class Run:
         params = OmegaConf.to_container(self.cfg, resolve=True)
         name = self.tracker.run_name or run_name(self.choices, self.overrides, checked.student_layers)
         with self.tracker.run(params=params, tags=self.choices, name=name, description=self.command):
-            teacher, tokenizer, teacher_key = self.teacher()
-            teacher_logits = self.teacher_logits(teacher, teacher_key)
+            with stage("teacher"):
+                teacher, tokenizer, teacher_key = self.teacher()
+            with stage("teacher logits"):
+                teacher_logits = self.teacher_logits(teacher, teacher_key)
             self.data.attach_teacher_logits(teacher_logits["train"])
             self.seed("student")
             student = self.student(teacher)
             self.seed("student.fit")
-            trained, is_global_zero = self.fit(student, teacher)
+            with stage("student fit"):
+                trained, is_global_zero = self.fit(student, teacher)
             if not is_global_zero:  # DDP: other ranks only train
                 return {}
             self.seed("measure")
             trained_logits = {split: predict_logits(trained, self.data.inputs(split)) for split in ("dev", "test")}
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "student"
-                converted, fp32_onnx, deploy_onnx = self.deploy(trained, out)
-                metrics = self.measure(teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx)
+                with stage("deploy/export"):
+                    converted, fp32_onnx, deploy_onnx = self.deploy(trained, out)
+                with stage("measure"):
+                    metrics = self.measure(teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx)
                 metrics |= fidelity_metrics(trained_logits, teacher_logits, {s: self.data.labels(s) for s in trained_logits})
                 self.tracker.log_metrics(metrics)
                 converted.float_model.save_pretrained(out)

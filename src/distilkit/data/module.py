@@ -1,21 +1,24 @@
-"""The DataModule every data source shares: raw splits -> teacher tokenizer -> fixed-length tensors.
+"""The DataModule every data source shares: raw splits -> teacher tokenizer -> batches padded per batch.
 
 A source subclass only implements :meth:`load_splits`. Tokenization follows the teacher's tokenizer,
-so it happens after the teacher is known (:meth:`tokenize`). Teacher logits for the training split,
-computed once by the soft-label store, are attached with :meth:`attach_teacher_logits` and then ride
-along in every training batch as ``teacher_logits``.
+so it happens after the teacher is known (:meth:`tokenize`); rows are kept unpadded (truncated to
+``max_length``) and every batch is padded to its longest member (:mod:`distilkit.data.batching`);
+with ``bucket_by_length`` training batches hold rows of similar length. Teacher logits for the
+training split, computed once by the soft-label store, are attached with :meth:`attach_teacher_logits`
+and then ride along, row by row, in every training batch as ``teacher_logits``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import cached_property
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from distilkit.data.batching import Collate, LengthBucketBatchSampler, batches_of, pad_batch
 from distilkit.errors import ConfigError, check
 
 SPLITS = ("train", "dev", "test")
@@ -26,28 +29,37 @@ class Example(NamedTuple):
     label: int
 
 
-class _TensorDict(Dataset):
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.tensors = tensors
+class _Rows(Dataset):
+    """Row i of a tokenized split: its token ids (unpadded), label and, once attached, teacher logits."""
+
+    def __init__(self, columns: dict):
+        self.columns = columns
 
     def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
+        return len(self.columns["input_ids"])
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.columns.items()}
 
 
 class TextClassificationData(L.LightningDataModule):
     """Base DataModule. Subclasses return ``{"train"|"dev"|"test": [Example, ...]}`` from load_splits."""
 
-    def __init__(self, max_length: int = 64, batch_size: int = 32, num_workers: int = 0):
+    def __init__(self, max_length: int = 64, batch_size: int = 32, num_workers: int = 0, bucket_by_length: bool = False):
         super().__init__()
         check(max_length > 0, "max_length", f"must be > 0, got {max_length}")
         check(batch_size > 0, "batch_size", f"must be > 0, got {batch_size}")
         self.max_length = max_length
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.encoded: dict[str, dict[str, torch.Tensor]] = {}
+        self.bucket_by_length = bucket_by_length
+        self.pad_id = 0
+        self.encoded: dict[str, dict] = {}
+
+    @property
+    def batching(self) -> dict:
+        """What decides the training batches (part of a fine-tuned teacher's identity)."""
+        return {"batch_size": self.batch_size, "bucket_by_length": self.bucket_by_length}
 
     def load_splits(self) -> dict[str, list[Example]]:
         raise NotImplementedError
@@ -79,25 +91,29 @@ class TextClassificationData(L.LightningDataModule):
         return digest.hexdigest()[:16]
 
     def tokenize(self, tokenizer) -> None:
-        """Encode every split with ``tokenizer``, padded/truncated to ``max_length``."""
+        """Encode every split with ``tokenizer``, truncated to ``max_length``, unpadded (batches pad)."""
+        if tokenizer.pad_token_id is not None:
+            self.pad_id = tokenizer.pad_token_id
         for name in SPLITS:
-            enc = tokenizer(
-                self.texts(name),
-                padding="max_length",
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
+            enc = tokenizer(self.texts(name), truncation=True, max_length=self.max_length)
             self.encoded[name] = {
                 "input_ids": enc["input_ids"],
-                "attention_mask": enc["attention_mask"],
                 "labels": torch.tensor([ex.label for ex in self.splits[name]]),
             }
 
+    def lengths(self, split: str) -> list[int]:
+        """Tokens per row of a tokenized split."""
+        return [len(ids) for ids in self.encoded[split]["input_ids"]]
+
     def inputs(self, split: str) -> dict[str, torch.Tensor]:
-        """The model inputs of a tokenized split (``input_ids``, ``attention_mask``)."""
-        enc = self.encoded[split]
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        """The model inputs of a tokenized split (``input_ids``, ``attention_mask``), every row padded to
+        ``max_length``: the split's content (cache keys) and fixed-shape inputs. To run a model over a
+        split use :meth:`batches`."""
+        return pad_batch(self.encoded[split]["input_ids"], self.pad_id, width=self.max_length)
+
+    def batches(self, split: str, batch_size: int = 64) -> Iterator[dict[str, torch.Tensor]]:
+        """Model inputs of a split, ``batch_size`` rows at a time in row order, each padded to its longest row."""
+        return batches_of(self.inputs(split), batch_size)
 
     def labels(self, split: str) -> torch.Tensor:
         return self.encoded[split]["labels"]
@@ -108,12 +124,11 @@ class TextClassificationData(L.LightningDataModule):
         self.encoded["train"]["teacher_logits"] = logits
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            _TensorDict(self.encoded[split]),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-        )
+        rows, collate = _Rows(self.encoded[split]), Collate(self.pad_id)
+        if shuffle and self.bucket_by_length:
+            sampler = LengthBucketBatchSampler(RandomSampler(rows), self.batch_size, False, self.lengths(split))
+            return DataLoader(rows, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+        return DataLoader(rows, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

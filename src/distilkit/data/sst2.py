@@ -17,6 +17,7 @@ class SST2Data(TextLinesData):
     def __init__(
         self,
         path: str | None = None,
+        encoding: str = "utf-8",
         hub_name: str = "nyu-mll/glue",
         hub_config: str = "sst2",
         test_size: int = 1821,
@@ -24,8 +25,16 @@ class SST2Data(TextLinesData):
         max_length: int = 64,
         batch_size: int = 32,
         num_workers: int = 0,
+        bucket_by_length: bool = False,
     ):
-        super().__init__(path=path, max_length=max_length, batch_size=batch_size, num_workers=num_workers)
+        super().__init__(
+            path=path,
+            encoding=encoding,
+            max_length=max_length,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bucket_by_length=bucket_by_length,
+        )
         self.hub_name, self.hub_config = hub_name, hub_config
         self.test_size, self.seed = test_size, seed
 

@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from distilkit.data.batching import batches_of
+
 log = logging.getLogger(__name__)
 
 
@@ -45,12 +47,11 @@ class LogitStore:
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
-    """Logits of ``model`` (eval mode, on its device) for every row of ``inputs``; returned on CPU."""
+    """Logits of ``model`` (eval mode, on its device) for every row of padded ``inputs``, in row order,
+    ``batch_size`` rows at a time, each batch padded only to its longest row; returned on CPU."""
     model.eval()
     device = next(model.parameters()).device
-    n = len(next(iter(inputs.values())))
     chunks = []
-    for start in range(0, n, batch_size):
-        batch = {k: v[start : start + batch_size].to(device) for k, v in inputs.items()}
-        chunks.append(model(**batch).logits.float().cpu())
+    for batch in batches_of(inputs, batch_size):
+        chunks.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
     return torch.cat(chunks)
