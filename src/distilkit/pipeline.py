@@ -22,7 +22,7 @@ from distilkit.data.module import SPLITS, TextClassificationData
 from distilkit.errors import ConfigError, check, config_group
 from distilkit.hashing import key_of
 from distilkit.export.onnx import export_onnx
-from distilkit.losses import CrossEntropy
+from distilkit.losses import CrossEntropy, DistillLoss
 from distilkit.measure.report import (
     MeasureSpec,
     accuracy_metrics,
@@ -34,6 +34,7 @@ from distilkit.measure.report import (
     size_metrics,
     torch_metrics,
 )
+from distilkit.models.custom import build_student, check_serves
 from distilkit.training.logit_store import LogitStore, predict_logits
 from distilkit.training.module import DistillModule
 from distilkit.training.schedule import linear_warmup
@@ -68,6 +69,7 @@ class Run:
         self.teacher_spec = build_group(cfg, "teacher")
         self.student_spec = build_group(cfg, "student")
         self.loss = build_group(cfg, "loss")
+        check(isinstance(self.loss, DistillLoss), "loss", f"{type(self.loss).__name__} must subclass distilkit.losses.DistillLoss")
         self.pruner = build_group(cfg, "pruner")
         self.quantizer = build_group(cfg, "quantizer")
         with config_group("hardware"):
@@ -128,13 +130,14 @@ class Run:
     # 4. student ---------------------------------------------------------------------------------
     def student(self, teacher):
         with config_group("student"):
-            student = self.student_spec.build(teacher)
+            student = build_student(self.student_spec, teacher)
         check(
             student.config.num_labels == teacher.config.num_labels,
             "student",
             f"student has {student.config.num_labels} labels but the teacher has {teacher.config.num_labels}",
         )
         with config_group("loss"):
+            check_serves(student, self.loss.needs)
             self.loss.bind(student.config, teacher.config)
         return student
 
