@@ -203,3 +203,10 @@ def test_schedule_order():
     with pytest.raises(ConfigError) as err:
         MagnitudePruner(sparsity=0.3, initial_sparsity=0.4)
     assert err.value.key == "initial_sparsity"
+
+
+@pytest.mark.parametrize("pruner", [MagnitudePruner(), HeadPruner(), FFNPruner()])
+def test_model_without_bert_encoder(pruner):
+    with pytest.raises(ConfigError) as err:
+        pruner.prepare(nn.Sequential(nn.Linear(4, 4)))
+    assert err.value.key == "pruner" and "pruner=none" in err.value.message
