@@ -129,3 +129,93 @@ def test_bad_T_alpha(kwargs, key):
     with pytest.raises(ConfigError) as err:
         KDLoss(**kwargs)
     assert err.value.key == key
+
+
+# --- intermediate on real models: padding, attention dropout ---------------------------------------
+
+def _bert(layers: int, width: int, attention_dropout: float = 0.0, seed: int = 0):
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=60, hidden_size=width, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * width, num_labels=3, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=attention_dropout)
+    return BertForSequenceClassification(config)
+
+
+def _module(student, teacher, loss):
+    from functools import partial
+
+    from distilkit.training.module import DistillModule
+
+    module = DistillModule(student, loss, optimizer=partial(torch.optim.SGD, lr=0.1), teacher=teacher)
+    module.setup("fit")
+    return module
+
+
+def _batch(pad: int = 0) -> dict[str, torch.Tensor]:
+    ids = torch.randint(1, 60, (3, 7), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[0, 4:] = 0
+    mask[2, 6:] = 0
+    ids = ids * mask  # id 0 is the pad token
+    if pad:
+        ids = torch.cat([ids, torch.zeros(3, pad, dtype=ids.dtype)], 1)
+        mask = torch.cat([mask, torch.zeros(3, pad, dtype=mask.dtype)], 1)
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 2, 1])}
+
+
+def _parts(module, batch) -> dict[str, torch.Tensor]:
+    student, teacher = module._run(module.student, batch), module._teacher(batch)
+    return module.loss(student, teacher, batch["labels"], batch["attention_mask"])
+
+
+@pytest.mark.parametrize("student_width", [16, 32])  # with and without the learned projection
+def test_intermediate_loss_unchanged_by_extra_padding(student_width):
+    loss = IntermediateLoss(hidden_weight=1.0, attn_weight=1.0, alpha=0.5)
+    student, teacher = _bert(1, student_width, seed=1), _bert(2, 32)
+    loss.bind(student.config, teacher.config)
+    module = _module(student, teacher, loss).eval()
+    with torch.no_grad():
+        short, padded = _parts(module, _batch()), _parts(module, _batch(pad=5))
+    assert short["hidden"] > 0 and short["attn"] > 0
+    for name in ("hidden", "attn", "kd", "ce", "loss"):
+        torch.testing.assert_close(padded[name], short[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_intermediate_uses_attention_before_dropout():
+    """A student equal to the teacher, training with attention dropout 0.1: its attention maps (the
+    softmax before dropout) equal the teacher's, so the KL is 0; dropout still acts on its forward."""
+    teacher = _bert(1, 32, attention_dropout=0.1).eval()
+    student = _bert(1, 32, attention_dropout=0.1)
+    student.load_state_dict(teacher.state_dict())
+    loss = IntermediateLoss(hidden_weight=1.0, attn_weight=1.0, alpha=0.5)
+    loss.bind(student.config, teacher.config)
+    module = _module(student, teacher, loss).train()
+    assert module.student.training and not module.teacher.training
+    batch = _batch()
+    torch.manual_seed(0)
+    out = module._run(module.student, batch)
+    real = batch["attention_mask"].bool()
+    rows = out.attentions[0].sum(-1).permute(0, 2, 1)[real]  # [real queries, heads]
+    torch.testing.assert_close(rows, torch.ones_like(rows))  # after dropout, rows would not sum to 1
+    assert module.student(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits.ne(out.logits).any()  # dropout is on
+    parts = module.training_step(batch, 0)
+    assert parts.isfinite()
+    torch.manual_seed(0)
+    again = _parts(module, batch)
+    assert again["attn"].item() == pytest.approx(0.0, abs=1e-6) and again["hidden"] > 0  # hidden: dropout moved them
+    again["loss"].backward()
+    grads = [p.grad for p in module.student.parameters() if p.grad is not None]
+    assert grads and all(g.isfinite().all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_attention_kernel_restored_after_fit():
+    student, teacher = _bert(1, 16), _bert(2, 32)
+    before = student.config._attn_implementation
+    loss = IntermediateLoss()
+    loss.bind(student.config, teacher.config)
+    module = _module(student, teacher, loss)
+    assert student.config._attn_implementation == teacher.config._attn_implementation != before
+    module.on_fit_end()
+    assert student.config._attn_implementation == before

@@ -13,7 +13,14 @@ from distilkit.pipeline import run
 from distilkit.training.logit_store import LogitStore
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-GROUP_OPTIONS = [(g, p.stem) for g in ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware") for p in sorted((CONF / g).glob("*.yaml"))]
+# Pruners and quantizers other than none train in short real runs in test_compress_runs.py: under
+# fast_dev_run training progress stays 0, so their schedules would never act.
+GROUP_OPTIONS = [
+    (g, p.stem)
+    for g in ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware")
+    for p in sorted((CONF / g).glob("*.yaml"))
+    if g not in ("quantizer", "pruner") or p.stem == "none"
+]
 
 
 def option_overrides(group: str, option: str, tiny_bert_dir: Path, text_lines_dir: Path) -> list[str]:
@@ -72,9 +79,10 @@ def test_corrupt_teacher_cache_is_recomputed(compose_cfg, tmp_path):
     entries = list((tmp_path / ".cache/distilkit/teachers").iterdir())
     assert len(entries) == 1
     (entries[0] / "model.safetensors").write_bytes(b"garbage")
-    metrics = run(compose_cfg("trainer.fast_dev_run=true"), {})
-    assert metrics["teacher/dev_acc"] >= 0
+    run(compose_cfg("trainer.fast_dev_run=true"), {})
     assert list(finished_runs(tmp_path)["status"]) == ["FINISHED", "FINISHED"]
+    assert [e.name for e in (tmp_path / ".cache/distilkit/teachers").iterdir()] == [entries[0].name]
+    assert (entries[0] / "model.safetensors").read_bytes() != b"garbage"  # fine-tuned again and re-cached
 
 
 BAD_INPUTS = [
@@ -124,16 +132,3 @@ def test_label_count_mismatch(compose_cfg, tiny_bert_dir, text_lines_dir):
     with pytest.raises(ConfigError) as err:
         run(compose_cfg("data=text_lines", f"data.path={text_lines_dir}", "teacher=minilm", f"teacher.name_or_path={tiny_bert_dir}", "teacher.finetuned=true", "trainer.fast_dev_run=true"), {})
     assert err.value.key == "teacher.name_or_path" and "2 labels" in err.value.message and "3" in err.value.message
-
-
-def test_compound_prune_quantize_run(compose_cfg, shared_cache_dir, tmp_path):
-    """distil -> heads pruning -> QAT int8 -> convert -> export -> measure, in one run."""
-    cfg = compose_cfg("pruner=heads", "pruner.amount=0.5", "quantizer=qat_int8", "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}")
-    m = run(cfg, {"pruner": "heads", "quantizer": "qat_int8"})
-    assert m["deploy/bits"] == 8
-    assert m["student/params"] < m["teacher/params"]
-    assert m["deploy/onnx_size_mb"] < m["student/onnx_size_mb"]
-    assert abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"]) * 100 == pytest.approx(m["deploy/onnx_acc_gap_dev_pt"])
-    runs = finished_runs(tmp_path)
-    assert list(runs["status"]) == ["FINISHED"]
-    assert runs["metrics.deploy/ort_latency_b1_p50_ms"][0] > 0

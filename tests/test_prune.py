@@ -1,23 +1,18 @@
-"""Pruners: cubic schedule, exact magnitude sparsity, structured head/FFN removal, save/load, bad input."""
+"""Pruners: cubic schedule, exact magnitude sparsity, structured head/FFN removal, save/load, bad input.
+
+The same pruners in real training runs: tests/test_compress_runs.py."""
 
 from __future__ import annotations
 
-import inspect
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
-from hydra.utils import get_class, instantiate
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from distilkit.errors import ConfigError
-from distilkit.prune import (FFNPruner, HeadPruner, MagnitudePruner, NoPruner, Pruner, count_nonzero, load_pruned,
-                             sparse_size_mb)
+from distilkit.prune import FFNPruner, HeadPruner, MagnitudePruner, NoPruner, count_nonzero, load_pruned, sparse_size_mb
 from distilkit.prune.schedule import cubic_sparsity
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 HEAD = 8  # hidden 32 / 4 heads
 
 
@@ -210,10 +205,8 @@ def test_schedule_order():
     assert err.value.key == "initial_sparsity"
 
 
-@pytest.mark.parametrize("name", ["none", "magnitude", "heads", "ffn"])
-def test_config_file(name):
-    """Keys are exactly the constructor's arguments, values its defaults, and Hydra builds it."""
-    config = yaml.safe_load((CONF / "pruner" / f"{name}.yaml").read_text())
-    cls = get_class(config.pop("_target_"))
-    assert {k: p.default for k, p in inspect.signature(cls).parameters.items()} == config
-    assert isinstance(instantiate({"_target_": f"{cls.__module__}.{cls.__name__}", **config}), Pruner)
+@pytest.mark.parametrize("pruner", [MagnitudePruner(), HeadPruner(), FFNPruner()])
+def test_model_without_bert_encoder(pruner):
+    with pytest.raises(ConfigError) as err:
+        pruner.prepare(nn.Sequential(nn.Linear(4, 4)))
+    assert err.value.key == "pruner" and "pruner=none" in err.value.message

@@ -1,12 +1,19 @@
-"""Student construction: DistilBERT layer copies and scratch configs."""
+"""Student construction: DistilBERT layer copies, scratch configs, and students of your own (models/custom.py)."""
 
 from __future__ import annotations
 
+import json
+from functools import partial
+
 import pytest
 import torch
+from safetensors.torch import load_model
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from distilkit.errors import ConfigError
+from distilkit.losses import Needs
+from distilkit.models.custom import LogitsStudent, build_student, check_serves
 from distilkit.models.student import DistilStudent, ScratchStudent, default_layer_map
 
 
@@ -67,3 +74,64 @@ def test_scratch_student_shape(teacher):
     assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size, model.config.num_labels) == (1, 8, 50, 3)
     with pytest.raises(ConfigError, match="hidden_size"):
         ScratchStudent(hidden_size=10, num_attention_heads=3)
+
+
+# --- your own student: build_student, LogitsStudent ----------------------------------------------
+
+class BagOfEmbeddings(nn.Module):
+    """A plain module: mean of the real tokens' embeddings, then a linear layer."""
+
+    def __init__(self, vocab_size: int, num_labels: int, width: int = 4, out: int | None = None):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, width)
+        self.classifier = nn.Linear(width, out or num_labels)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask[..., None].float()
+        return self.classifier((self.embedding(input_ids) * mask).sum(1) / mask.sum(1))
+
+
+def test_factory_student_is_called_with_teacher_vocab_and_labels_and_wrapped(teacher, tmp_path):
+    student = build_student(partial(BagOfEmbeddings, width=6), teacher)
+    assert isinstance(student, LogitsStudent) and isinstance(student.model, BagOfEmbeddings)
+    assert student.model.embedding.weight.shape == (50, 6) and student.model.classifier.out_features == 3
+    config = student.config
+    assert (config.num_labels, config.vocab_size, config.max_position_embeddings) == (3, 50, teacher.config.max_position_embeddings)
+    ids = torch.randint(0, 50, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1] * 5])
+    torch.testing.assert_close(student(input_ids=ids, attention_mask=mask).logits, student.model(ids, mask))
+    with pytest.raises(ValueError, match="logits only"):
+        student(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    student.save_pretrained(tmp_path)
+    fresh = BagOfEmbeddings(50, 3, width=6)
+    load_model(fresh, tmp_path / "model.safetensors")  # the module's own names: no wrapper prefix
+    torch.testing.assert_close(fresh(ids, mask), student.model(ids, mask))
+    assert json.loads((tmp_path / "config.json").read_text())["distilkit_model"].endswith("BagOfEmbeddings")
+
+
+def test_spec_returning_a_hf_model_is_used_as_is(teacher):
+    model = DistilStudent(num_layers=1).build(teacher)
+    spec = type("Spec", (), {"build": lambda self, t: model})()
+    assert build_student(spec, teacher) is model
+
+
+@pytest.mark.parametrize("spec, says", [
+    (partial(BagOfEmbeddings, out=5), "num_labels=3"),  # wrong number of logits
+    (BagOfEmbeddings(50, 3), "_partial_: true"),  # built without the teacher's sizes
+    (42, "neither"),
+])
+def test_bad_student_target(spec, says, teacher):
+    with pytest.raises(ConfigError) as err:
+        build_student(spec, teacher)
+    assert err.value.key == "_target_" and says in err.value.message
+
+
+def test_logits_only_student_rejects_losses_needing_hidden_states(teacher):
+    student = build_student(partial(BagOfEmbeddings), teacher)
+    for needs in (Needs.NOTHING, Needs.LOGITS):
+        check_serves(student, needs)
+    for needs in (Needs.HIDDEN, Needs.HIDDEN_AND_ATTENTIONS):
+        with pytest.raises(ConfigError) as err:
+            check_serves(student, needs)
+        assert err.value.key == "loss" and "logits only" in err.value.message
+    check_serves(teacher, Needs.HIDDEN_AND_ATTENTIONS)  # a Hugging Face student serves them

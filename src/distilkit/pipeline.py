@@ -25,8 +25,7 @@ from distilkit.errors import ConfigError, check, config_group
 from distilkit.fingerprint import FileHashes, library_versions
 from distilkit.hashing import key_of
 from distilkit.export.onnx import export_onnx
-from distilkit.losses import CrossEntropy
-from distilkit.losses.base import DistillLoss
+from distilkit.losses import CrossEntropy, DistillLoss
 from distilkit.measure.accuracy import fidelity_metrics
 from distilkit.measure.report import (
     MeasureSpec,
@@ -43,6 +42,7 @@ from distilkit.seeding import seed_stage
 from distilkit.tracking.naming import command_line, run_name
 from distilkit.training.finite_loss import StopOnNonFiniteLoss
 from distilkit.training.console_log import progress_callback, stage
+from distilkit.models.custom import build_student, check_serves
 from distilkit.training.logit_store import LogitStore, predict_logits
 from distilkit.training.module import DistillModule
 from distilkit.training.teacher_cache import TeacherCache
@@ -87,6 +87,7 @@ class Run:
         self.teacher_spec = build_group(cfg, "teacher")
         self.student_spec = build_group(cfg, "student")
         self.loss = build_group(cfg, "loss")
+        check(isinstance(self.loss, DistillLoss), "loss", f"{type(self.loss).__name__} must subclass distilkit.losses.DistillLoss")
         self.pruner = build_group(cfg, "pruner")
         self.quantizer = build_group(cfg, "quantizer")
         with config_group("hardware"):
@@ -177,14 +178,16 @@ class Run:
     def student(self, teacher, loss: DistillLoss | None = None):
         """The student built from the teacher, and the loss bound to both."""
         with config_group("student"):
-            student = self.student_spec.build(teacher)
+            student = build_student(self.student_spec, teacher)
         check(
             student.config.num_labels == teacher.config.num_labels,
             "student",
             f"student has {student.config.num_labels} labels but the teacher has {teacher.config.num_labels}",
         )
         with config_group("loss"):
-            (loss or self.loss).bind(student.config, teacher.config)
+            loss = loss or self.loss
+            check_serves(student, loss.needs)
+            loss.bind(student.config, teacher.config)
         return student
 
     def fit(self, student, teacher):

@@ -4,6 +4,14 @@
          + attn_weight   * sum_m KL(A_t[g(m)] || A_s[m])             (MiniLM attention-distribution loss)
          + alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE        (the ``kd`` loss; alpha=0: plain CE)
 
+Both layer terms see real tokens only: the MSE is the mean over real (non-padding) tokens and hidden
+features, the KL the mean over heads and real query tokens (padding keys already have probability 0),
+so padding a batch further does not change the loss. ``A`` is the attention distribution *before*
+attention dropout: while this loss trains, both models run the kernel of
+:mod:`distilkit.losses.attention`, which applies dropout where eager attention does (the student
+stays regularized) but returns the softmax before it (after dropout, about ``p`` of the entries are
+0 and the KL's log would blow up on them).
+
 ``g`` is the layer mapping: student layer m (1-based, 0 = embeddings -> 0) to teacher layer
 ``layer_map[m-1]`` (1-based); by default uniform, ``g(m) = m * L_t / L_s``. ``W_m`` is a learned
 projection, used only when the widths differ (identity otherwise). When head counts differ the
@@ -26,6 +34,13 @@ from distilkit.losses.outputs import Needs, Outputs
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer (1-based) for each student layer: ``m * L_t / L_s``, so the last maps to the last."""
     return [round(m * teacher_layers / student_layers) for m in range(1, student_layers + 1)]
+
+
+def masked_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over real tokens and features; hidden states [batch, seq, width], mask [batch, seq]."""
+    per_token = (student_hidden - teacher_hidden).pow(2).mean(-1)  # [batch, seq]
+    mask = attention_mask.to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum()
 
 
 def attention_kl(teacher_attn: torch.Tensor, student_attn: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -73,7 +88,8 @@ class IntermediateLoss(DistillLoss):
     def forward(self, student: Outputs, teacher: Outputs, labels: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         pairs = [(0, 0), *((m, t) for m, t in enumerate(self.layer_map, start=1))]  # (student, teacher) hidden-state index
         hidden = sum(
-            F.mse_loss(self._project(i, student.hidden_states[s]), teacher.hidden_states[t]) for i, (s, t) in enumerate(pairs)
+            masked_mse(self._project(i, student.hidden_states[s]), teacher.hidden_states[t], attention_mask)
+            for i, (s, t) in enumerate(pairs)
         )
         attn = sum(
             attention_kl(teacher.attentions[t - 1], student.attentions[s - 1], attention_mask) for s, t in pairs[1:]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from torch import nn
 
+from distilkit.errors import ConfigError
+
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """``model.base_model.encoder.layer`` (e.g. ``bert.encoder.layer`` of ``BertForSequenceClassification``)."""
     try:
         return model.base_model.encoder.layer
     except AttributeError as err:
-        raise TypeError(f"expected a BERT-style model with base_model.encoder.layer, got {type(model).__name__}") from err
+        raise ConfigError(
+            "pruner", f"prunes BERT-style encoders (base_model.encoder.layer); the student {type(model).__name__} has none: use pruner=none"
+        ) from err
 
 
 def encoder_linears(model: nn.Module) -> dict[str, nn.Linear]:

@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from distilkit.errors import config_group
+from distilkit.losses.attention import use_attention_kernel
 from distilkit.losses.base import DistillLoss
 from distilkit.losses.outputs import Needs, Outputs
 
@@ -44,15 +45,13 @@ class DistillModule(L.LightningModule):
         self.compressors = dict(compressors or {})
         self.prefix = log_prefix
         self.val_acc = MulticlassAccuracy(num_classes=student.config.num_labels, average="micro")
-        self._attn_impl = None
+        self._restore_attention = None
 
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        if self.loss.needs == Needs.HIDDEN_AND_ATTENTIONS:  # attention maps need the eager kernel
-            self._attn_impl = self.student.config._attn_implementation
-            for model in (self.student, self.teacher):
-                model.set_attn_implementation("eager")
+        if self.loss.needs == Needs.HIDDEN_AND_ATTENTIONS:  # attention maps before dropout (losses/attention.py)
+            self._restore_attention = use_attention_kernel(self.student, self.teacher)
         for group, compressor in self.compressors.items():
             with config_group(group):
                 self.student = compressor.prepare(self.student)
@@ -61,9 +60,8 @@ class DistillModule(L.LightningModule):
         self.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
 
     def on_fit_end(self) -> None:
-        if self._attn_impl is not None:
-            for model in (self.student, self.teacher):
-                model.set_attn_implementation(self._attn_impl)
+        if self._restore_attention is not None:
+            self._restore_attention()
 
     def train(self, mode: bool = True):
         super().train(mode)
