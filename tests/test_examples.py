@@ -120,5 +120,4 @@ def test_plain_student_with_a_loss_needing_hidden_states(examples_importable, co
     with pytest.raises(ConfigError) as err:
         run(compose_cfg(SEARCHPATH, "student=tiny_cnn", "loss=intermediate", f"paths.cache_dir={shared_cache_dir}"), {})
     assert err.value.key == "loss" and "logits only" in err.value.message
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    assert set(mlflow.search_runs(search_all_experiments=True)["status"]) == {"FAILED"}
+    assert not (tmp_path / "mlflow.db").exists()  # caught by the preflight: no MLflow run at all

@@ -60,7 +60,7 @@ TEACHER_FINETUNE_SETS = {"optimizer": ("lr", "weight_decay"), "scheduler": ("war
 class PreflightResult:
     """What the preflight learned that the run's name needs."""
 
-    student_layers: int
+    student_layers: int | None  # None for a student without layers (a plain nn.Module)
 
 
 def build_group(cfg: DictConfig, group: str, **kwargs):
@@ -116,7 +116,7 @@ class Run:
             for group in ("pruner", "quantizer"):
                 with config_group(group):
                     getattr(self, group).check(student)
-        return PreflightResult(student_layers=student.config.num_hidden_layers)
+        return PreflightResult(student_layers=getattr(student.config, "num_hidden_layers", None))
 
     def trainer(self, **overrides) -> L.Trainer:
         return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[progress_callback(), StopOnNonFiniteLoss()], **overrides)
