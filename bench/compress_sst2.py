@@ -3,8 +3,8 @@
     python bench/compress_sst2.py [--epochs 2] [--rows distil_fp32,qat_int8,...] [--time-only]
 
 Runs the real pipeline (Hydra compose + distilkit.pipeline.Run) once per row, with the teacher
-fine-tuned once and cached, and keeps each row's deployable ONNX under ``bench/results/onnx/``
-(gitignored). Then the teacher's ONNX and every kept row's ONNX are re-timed in ONE interleaved
+fine-tuned once and cached, and keeps each row's deployable ONNX, the teacher's ONNX and the
+tokenized dev set under ``bench/results/onnx/`` (gitignored). Then the teacher's ONNX and every kept row's ONNX are re-timed in ONE interleaved
 onnxruntime session (``hardware.measure`` settings: threads fixed, >= min_samples per cell, full
 length and the dev set's real lengths): every latency and speed-up cell of the table comes from that
 session, so a speed-up is the teacher's ms over the row's ms as printed. Accuracy and sizes come from
@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import mlflow
 import onnxruntime
+import torch
 from hydra import compose, initialize_config_dir
 
 from distilkit.logs import quiet_libraries
@@ -36,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "bench" / "results"
 ONNX_DIR = RESULTS / "onnx"  # each row's deployable ONNX, kept for the final timing session (gitignored)
+TEACHER_ONNX = ONNX_DIR / "teacher.onnx"
+DEV_INPUTS = ONNX_DIR / "dev_inputs.pt"  # the dev set as the teacher's tokenizer encodes it, for the real-length cells
 COMMON = [
     "data=sst2",
     f"data.path={SHARED / 'data' / 'sst2'}",
@@ -120,6 +124,18 @@ def keep_deploy_onnx(run: Run, name: str) -> Path:
     return target
 
 
+def keep_teacher(run: Run) -> None:
+    """Keep the teacher's ONNX and the dev inputs (its tokenizer's) beside the rows' files: the final session
+    (and ``--time-only``) needs no teacher, cache or training."""
+    teacher, _, key = run.teacher()  # from the cache the row's run just used
+    with tempfile.TemporaryDirectory(dir=ONNX_DIR) as tmp:
+        shutil.copyfile(run.teacher_onnx(teacher, key), Path(tmp) / TEACHER_ONNX.name)
+        dev = run.data.inputs("dev")
+        torch.save({**dev, "vocab_size": teacher.config.vocab_size, "max_length": run.data.max_length}, Path(tmp) / DEV_INPUTS.name)
+        os.replace(Path(tmp) / TEACHER_ONNX.name, TEACHER_ONNX)
+        os.replace(Path(tmp) / DEV_INPUTS.name, DEV_INPUTS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="student epochs per row")
@@ -141,25 +157,27 @@ def main() -> None:
             run = Run(compose(config_name="config", overrides=[*common, f"trainer.max_epochs={args.epochs}", *ROWS[name]]), {"bench": name})
             metrics = run()
             keep_deploy_onnx(run, name)
+            keep_teacher(run)
             metrics["wall_s"] = time.perf_counter() - start
             metrics["retention"] = metrics["deploy/onnx_dev_acc"] / metrics["teacher/dev_acc"]
             results["teacher"] = {**{d: metrics[t] for d, t in TEACHER_AS_DEPLOY.items()}, "deploy/size_ratio_vs_teacher": 1.0, "retention": 1.0}
             results[name] = metrics
             save(order(results), epochs, "rows trained; timing session pending")  # a stopped benchmark keeps what it measured
-        # the final session: the teacher and every kept row, interleaved
-        for row in results.values():
-            for key in [k for k in row if k.startswith(SESSION)]:
-                del row[key]  # cells of an earlier session never mix with this one's
-        kept = {name: ONNX_DIR / f"{name}.onnx" for name in ROWS if name in results and (ONNX_DIR / f"{name}.onnx").is_file()}
-        missing = [name for name in ROWS if name in results and name not in kept]
-        run = Run(compose(config_name="config", overrides=common), {})
-        teacher, _, teacher_key = run.teacher()
-        spec = run.measure_spec
-        cells, threads = retime(run.teacher_onnx(teacher, teacher_key), kept, spec, run.data.max_length, teacher.config.vocab_size, run.data.inputs("dev"))
-        for name, row_cells in cells.items():
-            results.setdefault(name, {}).update(row_cells)
+        spec = Run(compose(config_name="config", overrides=common), {}).measure_spec
+    if not TEACHER_ONNX.is_file() or not DEV_INPUTS.is_file():
+        raise SystemExit(f"error: no kept teacher ONNX / dev inputs under {ONNX_DIR}: run at least one row first")
+    # the final session: the teacher and every kept row, interleaved
+    for row in results.values():
+        for key in [k for k in row if k.startswith(SESSION)]:
+            del row[key]  # cells of an earlier session never mix with this one's
+    kept = {name: ONNX_DIR / f"{name}.onnx" for name in ROWS if name in results and (ONNX_DIR / f"{name}.onnx").is_file()}
+    missing = [name for name in ROWS if name in results and name not in kept]
+    dev = torch.load(DEV_INPUTS)
+    cells, threads = retime(TEACHER_ONNX, kept, spec, dev["max_length"], dev["vocab_size"], dev)
+    for name, row_cells in cells.items():
+        results.setdefault(name, {}).update(row_cells)
     note = (f"onnxruntime {onnxruntime.__version__}, {threads.get(ORT)} intra-op threads (inter-op 1, no spinning), one interleaved "
-            f"session, >= {spec.min_samples} samples and >= {spec.min_time_s:g} s per cell; full = {spec.seq_len or run.data.max_length} "
+            f"session, >= {spec.min_samples} samples and >= {spec.min_time_s:g} s per cell; full = {spec.seq_len or dev['max_length']} "
             "tokens, all-ones mask; real = SST-2 dev sentences (b32: consecutive sentences padded to their longest); "
             f"CPU: {cpu_description()}")
     if missing:

@@ -40,7 +40,7 @@ class FakeClock:
 
 
 def fake_session(clock: FakeClock, costs: dict[tuple[str, str], float], inputs=ONE_BATCH, **kwargs) -> TimingSession:
-    session = TimingSession(inputs, threads=1, warmup=2, clock=clock, **kwargs)
+    session = TimingSession(inputs, threads=1, warmup=2, clock=clock, settle_s=0, **kwargs)
     for (role, runtime), cost in costs.items():
         session.add_call(role, runtime, clock.make_call(role, cost))
     return session

@@ -139,9 +139,9 @@ def print_table(metrics: dict[str, float], batch_sizes: list[int], console: Cons
                      (f"ort {tag} p95 (ms)", latency_name("onnxruntime", lengths, b, "p95_ms"), "{:.2f}"),
                      (f"ort {tag} throughput (/s)", latency_name("onnxruntime", lengths, b, "throughput"), "{:.0f}")]
     roles = ("teacher", "student", "deploy")
-    threads = "/".join(str(int(metrics[k])) for k in ("measure/threads_torch", "measure/threads_ort") if k in metrics)
+    threads = ", ".join(f"{name} {int(metrics[k])}" for name, k in (("torch", "measure/threads_torch"), ("ort", "measure/threads_ort")) if k in metrics)
     table = Table(title="distilkit: teacher vs student vs deployed student",
-                  caption=f"latency: one interleaved session, {threads or '?'} threads (torch/ort); b<N>: full length, "
+                  caption=f"latency: one interleaved session, threads: {threads or '-'}; b<N>: full length, "
                           "all-ones mask; b<N> real: dev sentences, batches padded to their longest")
     for column in ("metric", *roles):
         table.add_column(column, justify="right")

@@ -5,7 +5,8 @@ every registration is timed on every input set (length mode x batch size). :meth
 sets torch's threads and builds onnxruntime sessions with the same intra-op thread count (inter-op 1,
 no spin-waiting, so sessions timed side by side don't keep cores busy between calls), warms every
 entry, then goes round after round over all entries in a fresh random order; in each round an entry
-takes a small block of samples (one timed call each). An entry is done when it has ``min_samples``
+takes a small block of samples (one timed call each), after an untimed 1 ms pause (torch's OpenMP
+workers spin-wait a little after each parallel region; the pause keeps that off the next entry's clock). An entry is done when it has ``min_samples``
 samples and ``min_time_s`` seconds of timed calls (or ``max_samples``); the samples each entry needs
 are planned from its warm-up speed and spread evenly over the rounds, so fast entries take their extra
 samples across the whole session, not after the slow ones finished. Every entry at the same length mode and batch size sees the same
@@ -155,6 +156,7 @@ class TimingSession:
         device: str = "cpu",
         runtimes: tuple[str, ...] | list[str] = ("torch", "onnxruntime"),
         seed: int = 0,
+        settle_s: float = 0.001,
         clock: Callable[[], float] = time.perf_counter,
     ):
         if not inputs or any(not batches for batches in inputs.values()):
@@ -168,6 +170,7 @@ class TimingSession:
         self.device = device
         self.runtimes = tuple(runtimes)
         self.rng = random.Random(seed)
+        self.settle_s = settle_s  # untimed pause before each block: the previous runtime's spinning workers go idle
         self.clock = clock
         self.models: list[_Model] = []
         self.ort_threads: list[int] = []
@@ -264,6 +267,7 @@ class TimingSession:
             while active:
                 self.rng.shuffle(active)
                 for entry in active:  # this round's share of its planned samples; one a round past the plan
+                    time.sleep(self.settle_s)
                     share = math.ceil((r + 1) * entry.need / rounds) - len(entry.times) if r < rounds else 1
                     for _ in range(max(1, share)):
                         self._time(entry)
