@@ -1,30 +1,45 @@
 """Benchmark: compression options on SST-2 with the MiniLM teacher, each measured on the converted model.
 
-    python bench/compress_sst2.py [--epochs 2] [--rows distil_fp32,qat_int8,...]
+    python bench/compress_sst2.py [--epochs 2] [--rows distil_fp32,qat_int8,...] [--time-only]
 
-Runs the real pipeline (Hydra compose + distilkit.pipeline.run) once per row, with the teacher
-fine-tuned once and cached, and writes ``bench/results/compress_sst2.{json,md}`` (rows from an
-earlier invocation are kept unless run again); prints the table.
-Needs ../shared/data/sst2 and ../shared/models/all-MiniLM-L6-v2.
+Runs the real pipeline (Hydra compose + distilkit.pipeline.Run) once per row, with the teacher
+fine-tuned once and cached, and keeps each row's deployable ONNX, the teacher's ONNX and the
+tokenized dev set under ``bench/results/onnx/`` (gitignored). Then the teacher's ONNX and every kept row's ONNX are re-timed in ONE interleaved
+onnxruntime session (``hardware.measure`` settings: threads fixed, >= min_samples per cell, full
+length and the dev set's real lengths): every latency and speed-up cell of the table comes from that
+session, so a speed-up is the teacher's ms over the row's ms as printed. Accuracy and sizes come from
+each row's run. ``--time-only`` skips training and re-times the kept files (run it on a quiet CPU).
+Writes ``bench/results/compress_sst2.{json,md}`` (rows from an earlier invocation are kept unless run
+again) and prints the table. Needs ../shared/data/sst2 and ../shared/models/all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import mlflow
+import onnxruntime
 import torch
 from hydra import compose, initialize_config_dir
 
 from distilkit.logs import quiet_libraries
-from distilkit.pipeline import run
+from distilkit.measure.latency import LENGTHS, latency_name, speedup_name
+from distilkit.measure.report import MeasureSpec
+from distilkit.measure.session import cpu_description
+from distilkit.pipeline import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "bench" / "results"
+ONNX_DIR = RESULTS / "onnx"  # each row's deployable ONNX, kept for the final timing session (gitignored)
+TEACHER_ONNX = ONNX_DIR / "teacher.onnx"
+DEV_INPUTS = ONNX_DIR / "dev_inputs.pt"  # the dev set as the teacher's tokenizer encodes it, for the real-length cells
 COMMON = [
     "data=sst2",
     f"data.path={SHARED / 'data' / 'sst2'}",
@@ -43,25 +58,35 @@ ROWS = {  # in the order they run: the targets' rows first
     "qat_int4": ["quantizer=qat_int4"],
     "magnitude_50": ["pruner=magnitude", "pruner.sparsity=0.5"],
 }
-COLUMNS = [  # (header, metric, format)
+BATCH_SIZES = (1, 32)
+SESSION = "session/"  # keys of the final timing session's cells (latency, speed-up) in a row's results
+ORT = "onnxruntime"
+
+
+def _timed(stat: str, fmt_b1: str, fmt_b32: str) -> list[tuple[str, str, str]]:
+    return [
+        (f"ort b{b}{' real' if lengths == 'real' else ''} {'ms' if stat == 'p50_ms' else 'p95 ms'}",
+         SESSION + latency_name(ORT, lengths, b, stat), fmt_b1 if b == 1 else fmt_b32)
+        for b in BATCH_SIZES for lengths in LENGTHS
+        if stat == "p50_ms" or b == 1
+    ]
+
+
+COLUMNS = [  # (header, key in a row's results, format)
     ("dev acc (onnx)", "deploy/onnx_dev_acc", "{:.4f}"),
     ("dev acc (torch)", "deploy/dev_acc", "{:.4f}"),
-    ("size MB (onnx)", "deploy/onnx_size_mb", "{:.1f}"),
+    ("ONNX MB", "deploy/onnx_size_mb", "{:.1f}"),
     ("sparse MB", "student/sparse_size_mb", "{:.1f}"),
-    ("torch b1 ms", "deploy/latency_b1_p50_ms", "{:.2f}"),
-    ("torch b32 ms", "deploy/latency_b32_p50_ms", "{:.1f}"),
-    ("ort b1 ms", "deploy/ort_latency_b1_p50_ms", "{:.2f}"),
-    ("ort b32 ms", "deploy/ort_latency_b32_p50_ms", "{:.1f}"),
+    *_timed("p50_ms", "{:.2f}", "{:.1f}"),
+    *_timed("p95_ms", "{:.2f}", "{:.1f}"),
     ("size x vs teacher", "deploy/size_ratio_vs_teacher", "{:.2f}"),
-    ("ort b1 x vs teacher", "deploy/ort_speedup_b1_vs_teacher", "{:.2f}"),
-    ("ort b32 x vs teacher", "deploy/ort_speedup_b32_vs_teacher", "{:.2f}"),
+    *[(f"ort b{b}{' real' if lengths == 'real' else ''} x vs teacher", SESSION + speedup_name(ORT, lengths, b, "teacher"), "{:.2f}")
+      for b in BATCH_SIZES for lengths in LENGTHS],
     ("acc % of teacher", "retention", "{:.1%}"),
 ]
 TEACHER_AS_DEPLOY = {  # the teacher row, in the same columns
     "deploy/onnx_dev_acc": "teacher/dev_acc", "deploy/dev_acc": "teacher/dev_acc", "deploy/onnx_size_mb": "teacher/onnx_size_mb",
-    "student/sparse_size_mb": "teacher/sparse_size_mb", "deploy/latency_b1_p50_ms": "teacher/latency_b1_p50_ms",
-    "deploy/latency_b32_p50_ms": "teacher/latency_b32_p50_ms", "deploy/ort_latency_b1_p50_ms": "teacher/ort_latency_b1_p50_ms",
-    "deploy/ort_latency_b32_p50_ms": "teacher/ort_latency_b32_p50_ms",
+    "student/sparse_size_mb": "teacher/sparse_size_mb",
 }
 
 
@@ -73,35 +98,101 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def retime(teacher_onnx: Path, row_onnx: dict[str, Path], spec: MeasureSpec, seq_len: int, vocab_size: int, dev_inputs) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Time the teacher and every row's ONNX in one interleaved onnxruntime session; per row (and
+    ``teacher``) its latency cells and speed-ups vs the teacher, all from that session; and the threads."""
+    session = spec.session(seq_len, vocab_size, dev_inputs)
+    session.add_onnx("teacher", teacher_onnx)
+    for name, path in row_onnx.items():
+        session.add_onnx(name, path)
+    timings = session.run()
+    metrics = timings.metrics() | timings.speedups([(name, "teacher") for name in ("teacher", *row_onnx)])
+    cells = {name: {SESSION + k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{name}/")} for name in ("teacher", *row_onnx)}
+    return cells, timings.threads
+
+
+def keep_deploy_onnx(run: Run, name: str) -> Path:
+    """Copy the row's deployable ONNX (the quantized file where there is one) from its MLflow artifacts."""
+    files = [f.path for f in mlflow.artifacts.list_artifacts(run_id=run.tracker.run_id, artifact_path="student", tracking_uri=run.tracker.tracking_uri)]
+    onnx_files = [f for f in files if f.endswith(".onnx")]
+    deploy = next((f for f in onnx_files if f != "student/student.onnx"), "student/student.onnx")
+    ONNX_DIR.mkdir(parents=True, exist_ok=True)
+    target = ONNX_DIR / f"{name}.onnx"
+    with tempfile.TemporaryDirectory(dir=ONNX_DIR) as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run.tracker.run_id, artifact_path=deploy, dst_path=tmp, tracking_uri=run.tracker.tracking_uri)
+        os.replace(local, target)
+    return target
+
+
+def keep_teacher(run: Run) -> None:
+    """Keep the teacher's ONNX and the dev inputs (its tokenizer's) beside the rows' files: the final session
+    (and ``--time-only``) needs no teacher, cache or training."""
+    teacher, _, key = run.teacher()  # from the cache the row's run just used
+    with tempfile.TemporaryDirectory(dir=ONNX_DIR) as tmp:
+        shutil.copyfile(run.teacher_onnx(teacher, key), Path(tmp) / TEACHER_ONNX.name)
+        dev = run.data.inputs("dev")
+        torch.save({**dev, "vocab_size": teacher.config.vocab_size, "max_length": run.data.max_length}, Path(tmp) / DEV_INPUTS.name)
+        os.replace(Path(tmp) / TEACHER_ONNX.name, TEACHER_ONNX)
+        os.replace(Path(tmp) / DEV_INPUTS.name, DEV_INPUTS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="student epochs per row")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
+    parser.add_argument("--time-only", action="store_true", help="train nothing; re-time the kept ONNX files of the saved rows")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run and the timing session, e.g. hardware.measure.threads=2")
     args = parser.parse_args()
     quiet_libraries()
     RESULTS.mkdir(parents=True, exist_ok=True)
     saved = RESULTS / "compress_sst2.json"
     # rows measured earlier (e.g. with --rows) are kept; the rows run now replace theirs
-    results: dict[str, dict[str, float]] = json.loads(saved.read_text())["rows"] if saved.is_file() else {}
+    previous = json.loads(saved.read_text()) if saved.is_file() else {}
+    results: dict[str, dict[str, float]] = previous.get("rows", {})
+    epochs = previous.get("epochs") if args.time_only else args.epochs
+    common = [f"paths.root_dir={ROOT}", *COMMON, *args.overrides]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for name in args.rows.split(","):
-            overrides = [f"paths.root_dir={ROOT}", *COMMON, f"trainer.max_epochs={args.epochs}", *ROWS[name]]
+        for name in [] if args.time_only else args.rows.split(","):
             start = time.perf_counter()
-            metrics = run(compose(config_name="config", overrides=overrides), {"bench": name})
+            run = Run(compose(config_name="config", overrides=[*common, f"trainer.max_epochs={args.epochs}", *ROWS[name]]), {"bench": name})
+            metrics = run()
+            keep_deploy_onnx(run, name)
+            keep_teacher(run)
             metrics["wall_s"] = time.perf_counter() - start
-            if "teacher" not in results:
-                results["teacher"] = {**{d: metrics[t] for d, t in TEACHER_AS_DEPLOY.items()}, "deploy/size_ratio_vs_teacher": 1.0,
-                                      "deploy/ort_speedup_b1_vs_teacher": 1.0, "deploy/ort_speedup_b32_vs_teacher": 1.0, "retention": 1.0}
             metrics["retention"] = metrics["deploy/onnx_dev_acc"] / metrics["teacher/dev_acc"]
+            results["teacher"] = {**{d: metrics[t] for d, t in TEACHER_AS_DEPLOY.items()}, "deploy/size_ratio_vs_teacher": 1.0, "retention": 1.0}
             results[name] = metrics
-            results = {row: results[row] for row in ("teacher", *ROWS) if row in results}
-            save(results, args.epochs)  # after every row: a stopped benchmark keeps what it measured
-            print(table(results), flush=True)
+            save(order(results), epochs, "rows trained; timing session pending")  # a stopped benchmark keeps what it measured
+        spec = Run(compose(config_name="config", overrides=common), {}).measure_spec
+    if not TEACHER_ONNX.is_file() or not DEV_INPUTS.is_file():
+        raise SystemExit(f"error: no kept teacher ONNX / dev inputs under {ONNX_DIR}: run at least one row first")
+    # the final session: the teacher and every kept row, interleaved
+    for row in results.values():
+        for key in [k for k in row if k.startswith(SESSION)]:
+            del row[key]  # cells of an earlier session never mix with this one's
+    kept = {name: ONNX_DIR / f"{name}.onnx" for name in ROWS if name in results and (ONNX_DIR / f"{name}.onnx").is_file()}
+    missing = [name for name in ROWS if name in results and name not in kept]
+    dev = torch.load(DEV_INPUTS)
+    cells, threads = retime(TEACHER_ONNX, kept, spec, dev["max_length"], dev["vocab_size"], dev)
+    for name, row_cells in cells.items():
+        results.setdefault(name, {}).update(row_cells)
+    note = (f"onnxruntime {onnxruntime.__version__}, {threads.get(ORT)} intra-op threads (inter-op 1, no spinning), one interleaved "
+            f"session, >= {spec.min_samples} samples and >= {spec.min_time_s:g} s per cell; full = {spec.seq_len or dev['max_length']} "
+            "tokens, all-ones mask; real = SST-2 dev sentences (b32: consecutive sentences padded to their longest); "
+            f"CPU: {cpu_description()}")
+    if missing:
+        note += f"; no kept ONNX (not timed): {', '.join(missing)}"
+    save(order(results), epochs, note)
+    print(table(order(results)), flush=True)
 
 
-def save(results: dict[str, dict[str, float]], epochs: int) -> None:
-    header = f"SST-2 dev, MiniLM-L6 teacher, distil student ({epochs} epoch(s)), {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    (RESULTS / "compress_sst2.json").write_text(json.dumps({"setup": header, "rows": results}, indent=1))
+def order(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {row: results[row] for row in ("teacher", *ROWS) if row in results}
+
+
+def save(results: dict[str, dict[str, float]], epochs: int | None, timing: str) -> None:
+    header = f"SST-2 dev, MiniLM-L6 teacher, distil student ({epochs} epoch(s)); latency: {timing}"
+    (RESULTS / "compress_sst2.json").write_text(json.dumps({"setup": header, "epochs": epochs, "rows": results}, indent=1))
     (RESULTS / "compress_sst2.md").write_text(f"{header}\n\n{table(results)}\n")
 
 

@@ -37,8 +37,10 @@ TINY = [
     "teacher.finetune.max_epochs=1",
     "trainer.max_epochs=1",
     "hardware.measure.batch_sizes=[1,4]",
+    "hardware.measure.threads=1",
     "hardware.measure.warmup=1",
-    "hardware.measure.repeats=2",
+    "hardware.measure.min_samples=3",
+    "hardware.measure.min_time_s=0",
 ]
 
 

@@ -13,14 +13,23 @@ import pytest
 
 from conftest import ROOT, TINY
 
-LATENCY = [f"{rt}{m}_b{b}{s}" for rt in ("", "ort_") for b in (1, 4) for m, s in (("latency", "_p50_ms"), ("latency", "_p95_ms"), ("throughput", ""))]
-ROLES_METRICS = ["dev_acc", "test_acc", "params", "nonzero_params", "size_mb", "sparse_size_mb", "onnx_size_mb", "threads", *LATENCY]
-STUDENT_METRICS = ["retention_dev", "retention_test", "agreement_dev", "agreement_test", "size_ratio_vs_teacher", "speedup_b1_vs_teacher", "ort_speedup_b4_vs_teacher"]
-DEPLOY_METRICS = ["dev_acc", "onnx_dev_acc", "onnx_test_acc", "onnx_size_mb", "bits", "onnx_acc_gap_dev_pt", "onnx_acc_check", "size_ratio_vs_teacher", "ort_speedup_b1_vs_student", *LATENCY]
+LATENCY = [
+    f"{rt}{m}{real}_b{b}{s}"
+    for rt in ("", "ort_")
+    for real in ("", "_real")
+    for b in (1, 4)
+    for m, s in (("latency", "_p50_ms"), ("latency", "_p95_ms"), ("latency", "_samples"), ("throughput", ""))
+]
+ROLES_METRICS = ["dev_acc", "test_acc", "params", "nonzero_params", "size_mb", "sparse_size_mb", "onnx_size_mb", "torch_cuda", *LATENCY]
+STUDENT_METRICS = ["retention_dev", "retention_test", "agreement_dev", "agreement_test", "size_ratio_vs_teacher", "speedup_b1_vs_teacher",
+                   "ort_speedup_b4_vs_teacher", "ort_speedup_real_b1_vs_teacher", "speedup_real_b4_vs_teacher"]
+DEPLOY_METRICS = ["dev_acc", "onnx_dev_acc", "onnx_test_acc", "onnx_size_mb", "bits", "onnx_acc_gap_dev_pt", "onnx_acc_check", "size_ratio_vs_teacher",
+                  "ort_speedup_b1_vs_student", "ort_speedup_real_b4_vs_student", "torch_cuda", *LATENCY]
 EXPECTED = (
     [f"{r}/{m}" for r in ("teacher", "student") for m in ROLES_METRICS]
     + [f"student/{m}" for m in STUDENT_METRICS]
     + [f"deploy/{m}" for m in DEPLOY_METRICS]
+    + ["measure/threads_torch", "measure/threads_ort"]
 )
 
 
@@ -42,6 +51,8 @@ def test_train_writes_mlflow_run_with_every_metric(tmp_path):
     row = found.iloc[0]
     missing = [m for m in EXPECTED if f"metrics.{m}" not in row or row[f"metrics.{m}"] != row[f"metrics.{m}"]]
     assert not missing
+    assert row["metrics.measure/threads_torch"] == 1 and row["metrics.measure/threads_ort"] == 1  # TINY: measure.threads=1
+    assert all(row[f"metrics.{m}"] >= 3 for m in EXPECTED if m.endswith("_samples"))  # TINY: min_samples=3
     assert row["params.loss.T"] == "3" and row["tags.loss"] == "kd" and row["tags.teacher"] == "scratch"
     assert row["metrics.student/params"] < row["metrics.teacher/params"]
     artifacts = mlflow.artifacts.list_artifacts(run_id=row["run_id"], artifact_path="student")

@@ -31,18 +31,18 @@ from distilkit.measure.report import (
     MeasureSpec,
     accuracy_metrics,
     agreement_metrics,
-    onnx_metrics,
     onnx_predict,
+    onnx_size_metrics,
     print_table,
     ratios,
     size_metrics,
-    torch_metrics,
 )
 from distilkit.seeding import seed_stage
 from distilkit.tracking.naming import command_line, run_name
 from distilkit.training.finite_loss import StopOnNonFiniteLoss
 from distilkit.training.console_log import progress_callback, stage
 from distilkit.models.custom import build_student, check_serves
+from distilkit.measure.session import Timings
 from distilkit.training.logit_store import LogitStore, predict_logits
 from distilkit.training.module import DistillModule
 from distilkit.training.teacher_cache import TeacherCache
@@ -222,39 +222,47 @@ class Run:
 
     # 6. evaluation and measurements ---------------------------------------------------------------
     def measure(self, teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
-        spec, seq_len, vocab = self.measure_spec, self.data.max_length, teacher.config.vocab_size
         splits = ("dev", "test")
         labels = {split: self.data.labels(split) for split in splits}
         t_logits = {split: teacher_logits[split] for split in splits}
-        m = accuracy_metrics("teacher", t_logits, labels) | size_metrics("teacher", teacher)
-        m |= torch_metrics("teacher", teacher, spec, seq_len)
-        m |= onnx_metrics("teacher", self.teacher_onnx(teacher, teacher_key), vocab, spec, seq_len)
+        teacher_onnx = self.teacher_onnx(teacher, teacher_key)
+        m = accuracy_metrics("teacher", t_logits, labels) | size_metrics("teacher", teacher) | onnx_size_metrics("teacher", teacher_onnx)
         # the student as trained (fp32 or fake-quant), measured as its float model and fp32 export
         student = converted.float_model
-        m |= accuracy_metrics("student", trained_logits, labels) | size_metrics("student", student)
-        student_runtime = torch_metrics("student", student, spec, seq_len) | onnx_metrics("student", fp32_onnx, vocab, spec, seq_len)
-        m |= student_runtime
+        m |= accuracy_metrics("student", trained_logits, labels) | size_metrics("student", student) | onnx_size_metrics("student", fp32_onnx)
         # the deployed student: converted torch model, and the deployable ONNX in onnxruntime
-        same = {k.replace("student/", "deploy/", 1): v for k, v in student_runtime.items()}
         onnx_logits = {split: onnx_predict(deploy_onnx, self.data.inputs(split)) for split in splits}
-        m |= accuracy_metrics("deploy", onnx_logits, labels, prefix="onnx_")
+        m |= accuracy_metrics("deploy", onnx_logits, labels, prefix="onnx_") | onnx_size_metrics("deploy", deploy_onnx)
         if converted.torch_model is student:
-            m |= {k: v for k, v in same.items() if "ort_" not in k and "onnx" not in k}
             m |= {f"deploy/{split}_acc": m[f"student/{split}_acc"] for split in splits}
         else:
             torch_logits = {split: predict_logits(converted.torch_model, self.data.inputs(split)) for split in splits}
-            m |= accuracy_metrics("deploy", torch_logits, labels) | torch_metrics("deploy", converted.torch_model, spec, seq_len)
-        if deploy_onnx == fp32_onnx:
-            m |= {k: v for k, v in same.items() if "ort_" in k or "onnx" in k}
-        else:
-            m |= onnx_metrics("deploy", deploy_onnx, vocab, spec, seq_len)
+            m |= accuracy_metrics("deploy", torch_logits, labels)
         m["deploy/bits"] = {"fp32": 32, "int8": 8, "int4": 4}[converted.precision]
         gap = 100 * abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"])
         m["deploy/onnx_acc_gap_dev_pt"] = gap
         m["deploy/onnx_acc_check"] = float(gap <= ONNX_ACC_TOLERANCE_PT)
         if gap > ONNX_ACC_TOLERANCE_PT:
             log.warning("deployed ONNX dev accuracy differs from the trained model's by %.2f pt (> %.1f)", gap, ONNX_ACC_TOLERANCE_PT)
-        return m | agreement_metrics(trained_logits, t_logits, m) | ratios(m, spec.batch_sizes)
+        timings = self.time_models(teacher, teacher_onnx, converted, fp32_onnx, deploy_onnx)
+        return m | timings.metrics() | agreement_metrics(trained_logits, t_logits, m) | ratios(m, timings)
+
+    def time_models(self, teacher, teacher_onnx: Path, converted, fp32_onnx: Path, deploy_onnx: Path) -> Timings:
+        """Latency of every role in every runtime, in ONE interleaved session (threads fixed): the ratios
+        between roles come from the same stretch of time. Low-bit torch kernels are timed on the CPU."""
+        session = self.measure_spec.session(self.data.max_length, teacher.config.vocab_size, self.data.inputs("dev"))
+        student = converted.float_model
+        session.add_torch("teacher", teacher)
+        session.add_onnx("teacher", teacher_onnx)
+        session.add_torch("student", student)
+        session.add_onnx("student", fp32_onnx)
+        if converted.torch_model is not student:
+            session.add_torch("deploy", converted.torch_model, device="cpu" if converted.precision != "fp32" else None)
+        if deploy_onnx != fp32_onnx:
+            session.add_onnx("deploy", deploy_onnx)
+        timings = session.run()
+        timings.alias("deploy", "student")  # where the deployed model is the student itself
+        return timings
 
     # the whole run --------------------------------------------------------------------------------
     def __call__(self) -> dict[str, float]:

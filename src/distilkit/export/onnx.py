@@ -83,12 +83,15 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int) -> Path:
 
 
 def ort_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU inference session with all graph optimizations; ``threads`` sets intra-op threads."""
+    """A CPU inference session with all graph optimizations; ``threads`` sets intra-op threads (then inter-op 1
+    and no spin-waiting, for sessions timed side by side in one process)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

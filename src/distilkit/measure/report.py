@@ -1,6 +1,7 @@
 """The run's measurements, their metric names and the printed table.
 
-Metric names are made here and nowhere else: ``{role}/{metric}``. Roles:
+Metric names are made here (latency and speed-up names in :mod:`distilkit.measure.latency`):
+``{role}/{metric}``, and ``measure/threads_{torch,ort}`` for the timing session. Roles:
 ``teacher``; ``student`` — the trained student as trained (fp32, or fake-quantized/masked), and its
 fp32 export; ``deploy`` — the converted model (real int8/int4 kernels where the quantizer has them):
 in torch, and as the deployable ONNX file in onnxruntime.
@@ -17,33 +18,66 @@ from rich.table import Table
 
 from distilkit.export.onnx import ort_logits, ort_session
 from distilkit.measure.accuracy import accuracy, agreement
-from distilkit.measure.latency import onnx_latency, torch_latency
+from distilkit.measure.latency import LENGTHS, example_inputs, latency_name, real_batches
+from distilkit.measure.session import TimingSession, Timings, physical_cores
 from distilkit.measure.size import file_size_mb, num_parameters, saved_size_mb
 from distilkit.prune import count_nonzero, sparse_size_mb
 
 RUNTIMES = ("torch", "onnxruntime")
+PAIRS = [("student", "teacher"), ("deploy", "teacher"), ("deploy", "student")]  # (role, base) of every ratio
 
 
 @dataclass
 class MeasureSpec:
-    """The measurement target: ``runtimes`` (torch, onnxruntime), ``device`` for torch (cpu/cuda),
-    ``threads`` (None: the runtime's default), batch sizes, ``seq_len`` (None: the data's
-    ``max_length``), warm-up calls and timed repeats."""
+    """How latency is measured (one interleaved session for every role and runtime, see
+    :mod:`distilkit.measure.session`): ``runtimes`` (torch, onnxruntime), ``device`` for torch (cpu/cuda;
+    onnxruntime and models with CPU-only kernels are always timed on the CPU), ``threads`` for torch and
+    onnxruntime alike (None: the physical core count), ``batch_sizes``, ``lengths`` (``full``: ``seq_len``
+    tokens, all-ones mask; ``real``: the dev set's own lengths), ``seq_len`` (None: the data's
+    ``max_length``), ``warmup`` calls per entry, then at least ``min_samples`` timed calls per entry and
+    at least ``min_time_s`` seconds of them (fast models take more samples), at most ``max_samples``."""
 
     runtimes: list[str] = field(default_factory=lambda: list(RUNTIMES))
     device: str = "cpu"
     threads: int | None = None
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    lengths: list[str] = field(default_factory=lambda: list(LENGTHS))
     seq_len: int | None = None
-    warmup: int = 3
-    repeats: int = 20
+    warmup: int = 5
+    min_samples: int = 100
+    min_time_s: float = 1.0
+    max_samples: int = 5000
 
     def __post_init__(self):
         from distilkit.errors import check
 
         bad = [r for r in self.runtimes if r not in RUNTIMES]
         check(not bad, "measure.runtimes", f"{bad} not allowed; choose from {list(RUNTIMES)}")
+        check(self.device == "cpu" or self.device.startswith("cuda"), "measure.device", f"must be cpu or cuda[:N], got {self.device!r}")
+        check(self.threads is None or self.threads >= 1, "measure.threads", f"must be >= 1 or null (the physical core count), got {self.threads}")
         check(all(b >= 1 for b in self.batch_sizes), "measure.batch_sizes", f"must be >= 1, got {self.batch_sizes}")
+        bad = [m for m in self.lengths if m not in LENGTHS]
+        check(bool(self.lengths) and not bad, "measure.lengths", f"{bad or self.lengths} not allowed; choose one or more of {list(LENGTHS)}")
+        check(self.seq_len is None or self.seq_len >= 1, "measure.seq_len", f"must be >= 1 or null (data.max_length), got {self.seq_len}")
+        check(self.warmup >= 1, "measure.warmup", f"must be >= 1, got {self.warmup}")
+        check(self.min_samples >= 1, "measure.min_samples", f"must be >= 1 (100 or more for a real p95), got {self.min_samples}")
+        check(self.min_time_s >= 0, "measure.min_time_s", f"must be >= 0, got {self.min_time_s}")
+        check(self.max_samples >= self.min_samples, "measure.max_samples", f"must be >= min_samples ({self.min_samples}), got {self.max_samples}")
+
+    def session(self, seq_len: int, vocab_size: int, dev_inputs: dict[str, torch.Tensor]) -> TimingSession:
+        """An empty timing session on this spec's inputs: per length mode and batch size, the ``full``
+        batch (``self.seq_len or seq_len`` random ids, all-ones mask) or the dev set's ``real`` batches."""
+        inputs = {}
+        for lengths in self.lengths:
+            for b in self.batch_sizes:
+                if lengths == "full":
+                    inputs[(lengths, b)] = [example_inputs(b, self.seq_len or seq_len, vocab_size)]
+                else:
+                    inputs[(lengths, b)] = list(real_batches(dev_inputs["input_ids"], dev_inputs["attention_mask"], b))
+        return TimingSession(
+            inputs, threads=self.threads or physical_cores(), warmup=self.warmup, min_samples=self.min_samples,
+            min_time_s=self.min_time_s, max_samples=self.max_samples, device=self.device, runtimes=self.runtimes,
+        )
 
 
 def accuracy_metrics(role: str, split_logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], prefix: str = "") -> dict[str, float]:
@@ -59,34 +93,8 @@ def size_metrics(role: str, model) -> dict[str, float]:
     }
 
 
-def torch_metrics(role: str, model, spec: MeasureSpec, seq_len: int) -> dict[str, float]:
-    """Torch latency/throughput per batch size on ``spec.device``, threads recorded."""
-    if "torch" not in spec.runtimes:
-        return {}
-    metrics = {}
-    threads = torch.get_num_threads()
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    try:
-        for batch_size in spec.batch_sizes:
-            latency = torch_latency(model, batch_size, spec.seq_len or seq_len, spec.warmup, spec.repeats, spec.device)
-            metrics |= latency.metrics(f"{role}/")
-        metrics[f"{role}/threads"] = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads)
-        model.cpu()
-    return metrics
-
-
-def onnx_metrics(role: str, path: Path, vocab_size: int, spec: MeasureSpec, seq_len: int) -> dict[str, float]:
-    """Size of the ONNX file and onnxruntime latency/throughput per batch size."""
-    metrics = {f"{role}/onnx_size_mb": file_size_mb(path)}
-    if "onnxruntime" in spec.runtimes:
-        session = ort_session(path, spec.threads)
-        for batch_size in spec.batch_sizes:
-            latency = onnx_latency(session, batch_size, spec.seq_len or seq_len, vocab_size, spec.warmup, spec.repeats)
-            metrics |= latency.metrics(f"{role}/ort_")
-    return metrics
+def onnx_size_metrics(role: str, path: Path) -> dict[str, float]:
+    return {f"{role}/onnx_size_mb": file_size_mb(path)}
 
 
 def onnx_predict(path: Path, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
@@ -100,21 +108,14 @@ def onnx_predict(path: Path, inputs: dict[str, torch.Tensor], batch_size: int = 
     return torch.cat(chunks)
 
 
-def ratios(metrics: dict[str, float], batch_sizes: list[int]) -> dict[str, float]:
-    """Size ratio and speed-up of the student and the deployed model vs the teacher (and deploy vs student),
-    each in the same runtime: torch vs torch, onnxruntime vs onnxruntime."""
+def ratios(metrics: dict[str, float], timings: Timings) -> dict[str, float]:
+    """Size ratio (ONNX files) and speed-ups of the student and the deployed model vs the teacher (and deploy
+    vs student); speed-ups from ``timings``, one session, the same runtime on both sides."""
     out = {}
-    pairs = [("student", "teacher"), ("deploy", "teacher"), ("deploy", "student")]
-    for role, base in pairs:
-        size_key = "onnx_size_mb"
-        if f"{role}/{size_key}" in metrics and f"{base}/{size_key}" in metrics:
-            out[f"{role}/size_ratio_vs_{base}"] = metrics[f"{base}/{size_key}"] / metrics[f"{role}/{size_key}"]
-        for b in batch_sizes:
-            for runtime in ("", "ort_"):
-                key = f"{runtime}latency_b{b}_p50_ms"
-                if f"{role}/{key}" in metrics and f"{base}/{key}" in metrics:
-                    out[f"{role}/{runtime}speedup_b{b}_vs_{base}"] = metrics[f"{base}/{key}"] / metrics[f"{role}/{key}"]
-    return out
+    for role, base in PAIRS:
+        if f"{role}/onnx_size_mb" in metrics and f"{base}/onnx_size_mb" in metrics:
+            out[f"{role}/size_ratio_vs_{base}"] = metrics[f"{base}/onnx_size_mb"] / metrics[f"{role}/onnx_size_mb"]
+    return out | timings.speedups(PAIRS)
 
 
 def agreement_metrics(student_logits: dict[str, torch.Tensor], teacher_logits: dict[str, torch.Tensor], metrics: dict[str, float]) -> dict[str, float]:
@@ -130,14 +131,23 @@ def print_table(metrics: dict[str, float], batch_sizes: list[int], console: Cons
     rows = [("dev acc (torch)", "dev_acc", "{:.4f}"), ("dev acc (onnx)", "onnx_dev_acc", "{:.4f}"), ("test acc (torch)", "test_acc", "{:.4f}"),
             ("params (M)", "params", "{:.2f}"), ("non-zero (M)", "nonzero_params", "{:.2f}"), ("size (MB)", "size_mb", "{:.2f}"),
             ("onnx size (MB)", "onnx_size_mb", "{:.2f}")]
-    for b in batch_sizes:
-        rows += [(f"torch b{b} p50 (ms)", f"latency_b{b}_p50_ms", "{:.2f}"), (f"ort b{b} p50 (ms)", f"ort_latency_b{b}_p50_ms", "{:.2f}"),
-                 (f"ort b{b} throughput (/s)", f"ort_throughput_b{b}", "{:.0f}")]
+    for lengths in LENGTHS:  # full: max length, all-ones mask; real: the dev set's lengths
+        for b in batch_sizes:
+            tag = f"b{b}{' real' if lengths == 'real' else ''}"
+            rows += [(f"torch {tag} p50 (ms)", latency_name("torch", lengths, b, "p50_ms"), "{:.2f}"),
+                     (f"ort {tag} p50 (ms)", latency_name("onnxruntime", lengths, b, "p50_ms"), "{:.2f}"),
+                     (f"ort {tag} p95 (ms)", latency_name("onnxruntime", lengths, b, "p95_ms"), "{:.2f}"),
+                     (f"ort {tag} throughput (/s)", latency_name("onnxruntime", lengths, b, "throughput"), "{:.0f}")]
     roles = ("teacher", "student", "deploy")
-    table = Table(title="distilkit: teacher vs student vs deployed student")
+    threads = ", ".join(f"{name} {int(metrics[k])}" for name, k in (("torch", "measure/threads_torch"), ("ort", "measure/threads_ort")) if k in metrics)
+    table = Table(title="distilkit: teacher vs student vs deployed student",
+                  caption=f"latency: one interleaved session, threads: {threads or '-'}; b<N>: full length, "
+                          "all-ones mask; b<N> real: dev sentences, batches padded to their longest")
     for column in ("metric", *roles):
         table.add_column(column, justify="right")
     for label, key, fmt in rows:
+        if not any(f"{role}/{key}" in metrics for role in roles):
+            continue
         cells = []
         for role in roles:
             value = metrics.get(f"{role}/{key}")
