@@ -24,7 +24,6 @@ from distilkit.hashing import key_of
 from distilkit.export.onnx import export_onnx
 from distilkit.losses import CrossEntropy
 from distilkit.measure import parity
-from distilkit.measure.parity import parity_metrics, parity_tags
 from distilkit.measure.report import (
     MeasureSpec,
     accuracy_metrics,
@@ -201,7 +200,7 @@ class Run:
         m["deploy/onnx_acc_gap_dev_pt"] = 100 * abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"])  # informational
         # parity: the deployable ONNX vs the trained model (as the quantizer emulates it), same dev batches
         dev = self.data.inputs("dev")
-        m |= parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.precision)
+        m |= parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.precision)
         return m | agreement_metrics(trained_logits, t_logits, m) | ratios(m, spec.batch_sizes)
 
     # the whole run --------------------------------------------------------------------------------
@@ -223,7 +222,7 @@ class Run:
                 converted, fp32_onnx, deploy_onnx = self.deploy(trained, out)
                 metrics = self.measure(teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx)
                 self.tracker.log_metrics(metrics)
-                self.tracker.set_tags(parity_tags(metrics))
+                self.tracker.set_tags(parity.parity_tags(metrics))
                 converted.float_model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
                 self.tracker.log_artifacts(out, "student")

@@ -42,6 +42,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+
 class _StraightThrough(torch.autograd.Function):
     """Forward ``quantize(w)``; backward passes the gradient through unchanged."""
 
