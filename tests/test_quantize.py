@@ -362,13 +362,14 @@ def test_trained_and_deployed_logits_agree(run_name, request):
     trained, onnx_out = parity.torch_logits(reference, inputs), parity.onnx_logits(deployed, inputs)
     metrics = parity.parity_metrics(trained, onnx_out, run.converted.precision)
     assert metrics[parity.PASS] == 1.0 and metrics[parity.TOP1] == 1.0
-    # Same weights, same activation quantization: only float summation order is left (measured <= 6e-8
-    # on logits of ~0.1). The bound is ~100x under the tolerance of a real run; a deployment that
-    # quantized activations differently would not meet it: see the next assertion.
-    assert metrics[parity.MAX_ABS] < 1e-5
+    # Same weights, same activation quantization: on this tiny model only float summation order is left
+    # (measured <= 6e-8 on logits of ~0.1; a real run flips a few activation codes, see parity.RTOL).
+    # A deployment that quantized activations differently would not meet the bound: next assertion.
+    assert metrics[parity.REL] < 1e-4
     if run.converted.precision != "fp32":  # the same weights with fp32 activations: the emulation is what matters
         float_weights = run.converted.float_model if run_name == "ptq_run" else weights_only(run)
-        assert (parity.torch_logits(float_weights, inputs) - onnx_out).abs().max() > 10 * 1e-5
+        off = parity.parity_metrics(parity.torch_logits(float_weights, inputs), onnx_out, run.converted.precision)
+        assert off[parity.REL] > 10 * 1e-4
 
 
 def weights_only(run: SimpleNamespace) -> nn.Module:
@@ -391,12 +392,15 @@ def test_parity_shares_batches():
 
 
 def test_parity_verdict():
-    trained = torch.tensor([[1.0, -1.0], [0.5, 0.2], [-2.0, 3.0]])
+    trained = torch.tensor([[1.0, -1.0], [0.5, 0.2], [-2.0, 3.0]])  # largest |logit| 3: tolerance 3 x RTOL
     close = trained + 2e-3
     assert parity.parity_metrics(trained, trained, "fp32")[parity.PASS] == 1.0
-    assert parity.parity_metrics(trained, close, "fp32")[parity.PASS] == 0.0  # over the fp32 tolerance
+    assert parity.parity_metrics(trained, close, "fp32")[parity.PASS] == 0.0  # 2e-3 > 3 x 1e-4
     metrics = parity.parity_metrics(trained, close, "int8")
     assert metrics[parity.PASS] == 1.0 and metrics[parity.MAX_ABS] == pytest.approx(2e-3, rel=1e-3)
+    assert metrics[parity.TOLERANCE] == pytest.approx(3 * parity.RTOL["int8"]) and metrics[parity.REL] == pytest.approx(2e-3 / 3, rel=1e-3)
+    assert parity.parity_metrics(trained * 10, close * 10, "fp32")[parity.PASS] == 0.0  # the bound scales with the logits
+    assert parity.parity_metrics(trained / 10, trained / 10 + 0.02, "int8")[parity.PASS] == 0.0  # 0.02 > 0.3 x 0.05
     flipped = trained.clone()
     flipped[1] = flipped[1].flip(0)  # 0.3 apart, and one row of three disagrees
     metrics = parity.parity_metrics(trained, flipped, "int8")
@@ -431,8 +435,8 @@ def test_pipeline_tags_parity(broken, compose_cfg, shared_cache_dir, tmp_path, m
     row = mlflow.search_runs(search_all_experiments=True).iloc[0]
     verdict = "fail" if broken else "pass"
     assert row["tags.deploy.parity"] == verdict and row["metrics.deploy/parity_pass"] == float(not broken)
-    assert m["deploy/parity_tolerance"] == parity.TOLERANCES["int8"]
-    assert (m["deploy/parity_max_abs_logit_diff"] > parity.TOLERANCES["int8"]) == broken
+    assert m["deploy/parity_tolerance"] == pytest.approx(parity.RTOL["int8"] * m["deploy/parity_max_abs_logit_diff"] / m["deploy/parity_rel_logit_diff"])
+    assert (m["deploy/parity_max_abs_logit_diff"] > m["deploy/parity_tolerance"]) == broken
     assert f"parity {verdict.upper()}" in capsys.readouterr().out
 
 
