@@ -23,7 +23,7 @@ LATENCY = [
 ROLES_METRICS = ["dev_acc", "test_acc", "params", "nonzero_params", "size_mb", "sparse_size_mb", "onnx_size_mb", "torch_cuda", *LATENCY]
 STUDENT_METRICS = ["retention_dev", "retention_test", "agreement_dev", "agreement_test", "size_ratio_vs_teacher", "speedup_b1_vs_teacher",
                    "ort_speedup_b4_vs_teacher", "ort_speedup_real_b1_vs_teacher", "speedup_real_b4_vs_teacher"]
-DEPLOY_METRICS = ["dev_acc", "onnx_dev_acc", "onnx_test_acc", "onnx_size_mb", "bits", "onnx_acc_gap_dev_pt", "onnx_acc_check", "size_ratio_vs_teacher",
+DEPLOY_METRICS = ["dev_acc", "onnx_dev_acc", "onnx_test_acc", "onnx_size_mb", "bits", "onnx_acc_gap_dev_pt", "parity_max_abs_logit_diff", "parity_top1_agreement", "parity_pass", "size_ratio_vs_teacher",
                   "ort_speedup_b1_vs_student", "ort_speedup_real_b4_vs_student", "torch_cuda", *LATENCY]
 EXPECTED = (
     [f"{r}/{m}" for r in ("teacher", "student") for m in ROLES_METRICS]
@@ -58,7 +58,7 @@ def test_train_writes_mlflow_run_with_every_metric(tmp_path):
     artifacts = mlflow.artifacts.list_artifacts(run_id=row["run_id"], artifact_path="student")
     assert any(a.path.endswith("model.safetensors") for a in artifacts)
     assert "distilkit: teacher vs student" in proc.stdout
-    assert row["metrics.deploy/onnx_acc_check"] == 1.0  # fp32 ONNX equals torch
+    assert row["metrics.deploy/parity_pass"] == 1.0 and row["tags.deploy.parity"] == "pass"  # fp32 ONNX equals torch
 
 
 def test_multirun_gives_one_run_per_job(tmp_path):

@@ -20,6 +20,7 @@ from distilkit.export.onnx import ort_logits, ort_session
 from distilkit.measure.accuracy import accuracy, agreement
 from distilkit.measure.latency import LENGTHS, example_inputs, latency_name, real_batches
 from distilkit.measure.session import TimingSession, Timings, physical_cores
+from distilkit.measure.parity import parity_summary
 from distilkit.measure.size import file_size_mb, num_parameters, saved_size_mb
 from distilkit.prune import count_nonzero, sparse_size_mb
 
@@ -160,4 +161,5 @@ def print_table(metrics: dict[str, float], batch_sizes: list[int], console: Cons
                           ("size ratio vs teacher", "deploy/size_ratio_vs_teacher"), ("ort speed-up b1 vs teacher", "deploy/ort_speedup_b1_vs_teacher"))
         if key in metrics
     )
+    summary = ", ".join(part for part in (summary, parity_summary(metrics)) if part)  # deployment parity verdict
     (console or Console()).print(table, summary)

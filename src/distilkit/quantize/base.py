@@ -2,7 +2,8 @@
 
 Call order: ``prepare`` (before fit and before the optimizer is created), ``on_train_progress``
 (at the start of every training batch), ``convert`` (after fit), then ``quantize_onnx`` on the
-fp32 ONNX export of ``Converted.float_model``.
+fp32 ONNX export of ``Converted.float_model``. The ONNX model ``quantize_onnx`` writes must compute
+what ``Converted.reference`` computes in torch (same weights, same activation quantization).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 
 from torch import nn
 
-from distilkit.errors import ConfigError
 
 
 @dataclass
@@ -23,12 +23,16 @@ class Converted:
     ``float_model``: the plain float model (fake quantization removed, trained weights), used for
     the fp32 ONNX export. ``torch_model``: what runs in torch after conversion (real low-bit CPU
     kernels where they exist; the float model for ``none``). ``precision``: ``"fp32"``, ``"int8"``
-    or ``"int4"``.
+    or ``"int4"``. ``reference``: the torch model whose logits the deployable ONNX model must
+    reproduce (the parity check, :mod:`distilkit.measure.parity`): the trained model itself, fake
+    quantization included, for ``none`` and QAT; for post-training quantization, the trained float
+    model with the deployment quantizer's fake quantization attached (PTQ trains without it).
     """
 
     float_model: nn.Module
     torch_model: nn.Module
     precision: str
+    reference: nn.Module
 
 
 class Quantizer(ABC):
@@ -53,9 +57,3 @@ class Quantizer(ABC):
     def quantize_onnx(self, fp32_onnx: Path, out_path: Path) -> Path | None:
         """Write a quantized ONNX model made from the fp32 export; ``None`` if there is none."""
 
-
-def check_unit_interval(key: str, value: float) -> float:
-    """``value`` as a float, or ``ConfigError(key)`` unless it is a number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigError(key, f"must be a number in [0, 1], got {value!r}")
-    return float(value)

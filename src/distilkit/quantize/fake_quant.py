@@ -21,9 +21,15 @@ weights are exactly the weights that run after conversion:
 
 Activations:
 
-* :class:`ActivationFakeQuant` (int8 QAT): the uint8 affine scheme of onnxruntime's
-  ``DynamicQuantizeLinear`` (range widened to contain 0, ``scale = (max - min) / 255``), with the
-  range tracked by an exponential moving average of batch min/max as in Jacob et al. 2018.
+* :class:`DynamicActivationFakeQuant` (int8 QAT; :func:`dynamic_uint8_fake_quant`): exactly what
+  onnxruntime's ``DynamicQuantizeLinear`` (and the fused ``DynamicQuantizeMatMul`` /
+  ``MatMulIntegerToFloat`` path) computes at run time: per tensor, from the whole tensor the Linear
+  gets (every row and position of the batch, padding included), range widened to contain 0,
+  ``scale = (max - min) / 255`` (1 if the range is empty), ``zero_point =
+  round_half_even(clamp(-min / scale, 0, 255))``, ``q = clamp(round_half_even(x / scale) + zero_point,
+  0, 255)`` (MLAS divides by the scale; ``torch.fake_quantize_per_tensor_affine`` multiplies by its
+  inverse, which rounds differently at ties, so it is not used). No state: nothing to observe,
+  nothing to freeze.
 * :class:`BlockActivationFakeQuant` (int4 QAT): what ``MatMulNBits`` with ``accuracy_level=4``
   does at run time: each row is split in blocks of ``group_size`` features, each block quantized
   symmetrically to int8 with ``scale = max|x| / 127``.
@@ -35,8 +41,6 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-
-EMA_MOMENTUM = 0.01  # weight of the newest batch in the moving min/max (torch's default averaging constant)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -123,51 +127,31 @@ class Int4WeightFakeQuant(nn.Module):
         return f"group_size={self.group_size}"
 
 
-def _mark_initialized(module: "ActivationFakeQuant", incompatible_keys) -> None:
-    """A range loaded from a checkpoint counts as observed."""
-    module.initialized = True
+def dynamic_uint8_qparams(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(scale, zero_point)`` (float32 scalars) of onnxruntime's ``DynamicQuantizeLinear`` for tensor ``x``."""
+    lo, hi = torch.aminmax(x.detach().float())
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = torch.where(hi == lo, torch.ones_like(hi), (hi - lo) / 255)
+    zero_point = torch.round(torch.clamp(-lo / scale, 0, 255))
+    return scale, zero_point
 
 
-class ActivationFakeQuant(nn.Module):
-    """uint8 affine fake quantization of a tensor with an EMA min/max observer.
+def dynamic_uint8_fake_quant(x: Tensor) -> Tensor:
+    """``x`` rounded to its own per-tensor uint8 grid (``DynamicQuantizeLinear``), straight-through gradient."""
 
-    The observer updates in training mode while ``observing`` is true; the first tensor seen
-    initializes the range in any mode (so a validation pass before training has a range).
-    Setting ``observing = False`` freezes the range, and with it scale and zero point.
-    """
+    def quantize(t: Tensor) -> Tensor:
+        scale, zero_point = dynamic_uint8_qparams(t)
+        q = torch.clamp(torch.round(t.float() / scale) + zero_point, 0, 255)
+        return ((q - zero_point) * scale).to(t.dtype)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("min_val", torch.tensor(0.0))
-        self.register_buffer("max_val", torch.tensor(0.0))
-        self.observing = True
-        self.initialized = False
-        self.register_load_state_dict_post_hook(_mark_initialized)
+    return _StraightThrough.apply(x, quantize)
 
-    def _observe(self, x: Tensor) -> None:
-        lo, hi = torch.aminmax(x.detach().float())
-        if self.initialized:
-            lo = self.min_val + EMA_MOMENTUM * (lo - self.min_val)
-            hi = self.max_val + EMA_MOMENTUM * (hi - self.max_val)
-        self.min_val.copy_(lo)
-        self.max_val.copy_(hi)
-        self.initialized = True
 
-    def qparams(self) -> tuple[Tensor, Tensor]:
-        """Current ``(scale, zero_point)`` (float32, int32 scalars)."""
-        lo, hi = self.min_val.clamp(max=0), self.max_val.clamp(min=0)
-        scale = _nonzero_scale((hi - lo) / 255)
-        zero_point = torch.clamp(torch.round(-lo / scale), 0, 255).to(torch.int32)
-        return scale, zero_point
+class DynamicActivationFakeQuant(nn.Module):
+    """Stateless per-tensor dynamic uint8 fake quantization of a Linear's input (``DynamicQuantizeLinear``)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.initialized or (self.training and self.observing):
-            self._observe(x)
-        scale, zero_point = self.qparams()
-        return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero_point, 0, 255).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"observing={self.observing}"
+        return dynamic_uint8_fake_quant(x)
 
 
 def int8_block_fake_quant(x: Tensor, block_size: int) -> Tensor:

@@ -16,7 +16,7 @@ class NoQuantizer(Quantizer):
         return model
 
     def convert(self, model: nn.Module) -> Converted:
-        return Converted(float_model=model, torch_model=model, precision="fp32")
+        return Converted(float_model=model, torch_model=model, precision="fp32", reference=model)
 
     def quantize_onnx(self, fp32_onnx: Path, out_path: Path) -> Path | None:
         return None

@@ -4,11 +4,14 @@ No training changes. After training, weights of every Linear not in ``keep_fp32`
 to int8 per output channel (symmetric) and activations are quantized to uint8 at run time from
 each tensor's range (Jacob et al. 2018 arithmetic; "dynamic quantization" in torch and
 onnxruntime). The word-embedding table (unless kept in fp32) is quantized to int8 per row. See
-:mod:`distilkit.quantize.int8`.
+:mod:`distilkit.quantize.int8`. The parity reference (``Converted.reference``) is a copy of the
+trained model with ``qat_int8``'s fake quantization attached: what the deployed ONNX model
+should compute, so a deployment bug is told apart from the (untrained-for) quantization error.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from torch import nn
 
 from distilkit.quantize.base import Converted, Quantizer
 from distilkit.quantize.int8 import quantize_onnx_int8, to_int8_torch
+from distilkit.quantize.qat_int8 import QATInt8Quantizer
 from distilkit.quantize.targets import check_keep_fp32, quantized_linears
 
 
@@ -33,7 +37,9 @@ class PTQDynamicQuantizer(Quantizer):
         return model
 
     def convert(self, model: nn.Module) -> Converted:
-        return Converted(float_model=model, torch_model=to_int8_torch(model, self.keep_fp32), precision="int8")
+        reference = QATInt8Quantizer(self.keep_fp32).prepare(copy.deepcopy(model)).eval()
+        return Converted(float_model=model, torch_model=to_int8_torch(model, self.keep_fp32), precision="int8",
+                         reference=reference)
 
     def quantize_onnx(self, fp32_onnx: Path, out_path: Path) -> Path:
         return quantize_onnx_int8(fp32_onnx, out_path, self.keep_fp32)

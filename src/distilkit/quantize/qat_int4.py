@@ -47,7 +47,7 @@ class QATInt4Quantizer(QATQuantizer):
     def convert(self, model: nn.Module) -> Converted:
         float_model = strip_fake_quant(model)
         torch_model = to_int4_torch(float_model, self.keep_fp32, self.group_size)
-        return Converted(float_model, torch_model, precision="int4")
+        return Converted(float_model, torch_model, precision="int4", reference=model)
 
     def quantize_onnx(self, fp32_onnx: Path, out_path: Path) -> Path:
         return quantize_onnx_int4(fp32_onnx, out_path, self.keep_fp32, self.group_size)

@@ -120,6 +120,10 @@ class MlflowTracker:
         if self.enabled:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled and tags:
+            mlflow.set_tags(tags)
+
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
         if self.enabled:
             mlflow.log_artifacts(str(local_dir), artifact_path)

@@ -1,0 +1,187 @@
+"""Benchmark: onnxruntime int8 modes for the 3-layer MiniLM student: fp32 vs dynamic vs static QDQ.
+
+    PYTHONPATH=src python bench/int8_modes.py [--rounds 5] [--threads 2]
+
+The student is all-MiniLM-L6-v2 with encoder layers 0, 2, 4 copied (random classifier head, which
+does not change the cost). Models, all from the same fp32 export, all with int8 word embeddings
+except fp32:
+
+* ``fp32``: the export itself;
+* ``dynamic u8w``: the deployed path of ``quantizer=qat_int8|ptq_dynamic`` today
+  (:func:`distilkit.quantize.int8.quantize_onnx_int8`: ``DynamicQuantizeLinear`` + ``MatMulInteger``,
+  per-channel symmetric weights stored as uint8 with zero point 128);
+* ``static QDQ s8w`` / ``static QDQ s8w reduce_range`` / ``static QDQ u8w``: ``quantize_static``
+  (QDQ format, per-tensor uint8 activations with MinMax-calibrated scales on 256 SST-2 training
+  sentences, per-channel symmetric weights as int8, int8 with 7-bit range, or uint8 with zero point 128).
+
+Latency: one process, all sessions built first (2 intra-op threads, ``allow_spinning=0``, all graph
+optimizations), then timed interleaved: in each round every model runs its b1 and b32 calls in
+turn; p50 over all rounds. Error: max |logit difference| on 256 SST-2 dev rows (batches of 64,
+padded to 64 tokens) against fp32, and, for QDQ models, against the same file run with graph
+optimizations off (each ``QuantizeLinear``/``DequantizeLinear`` computed as written and an fp32
+``MatMul``: the exact simulation of what the fused int8 kernels should compute).
+
+Writes ``bench/results/int8_modes.{md,json}``. Needs ../shared/data/sst2 and ../shared/models/all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from distilkit.export.onnx import export_onnx
+from distilkit.models.student import copy_layers
+from distilkit.quantize.int8 import int8_embedding_nodes, quantize_onnx_int8
+from distilkit.quantize.onnx_graph import load_for_quantization, quantize_word_embedding, quiet_ort_logging
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "bench" / "results"
+SEQ = 64
+KEEP = ("classifier",)
+
+
+def session(path: Path, threads: int, optimize: bool = True) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def sst2(split: str, n: int, tokenizer) -> dict[str, np.ndarray]:
+    lines = (SHARED / "data" / "sst2" / f"{split}.txt").read_text().splitlines()[:n]
+    texts = [line.split(" ", 1)[1] for line in lines]
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, inputs: dict[str, np.ndarray], batch: int = 64):
+        n = len(inputs["input_ids"])
+        self.batches = iter([{k: v[i:i + batch] for k, v in inputs.items()} for i in range(0, n, batch)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def static_qdq(fp32: Path, out: Path, calibration: dict[str, np.ndarray], weight_type: QuantType, reduce_range: bool) -> Path:
+    model, nodes = load_for_quantization(fp32, KEEP)
+    quantize_word_embedding(model, KEEP, int8_embedding_nodes)
+    with quiet_ort_logging():
+        quantize_static(model, out, Reader(calibration), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                        nodes_to_quantize=nodes, per_channel=True, reduce_range=reduce_range,
+                        activation_type=QuantType.QUInt8, weight_type=weight_type, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+    return out
+
+
+def predict(sess: ort.InferenceSession, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    n = len(inputs["input_ids"])
+    return np.concatenate([sess.run(["logits"], {k: v[i:i + batch] for k, v in inputs.items()})[0] for i in range(0, n, batch)])
+
+
+def fused_ops(path: Path, threads: int) -> dict[str, int]:
+    """Op types of the optimized graph onnxruntime runs (to see which int8 kernels the QDQ nodes became)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        options.intra_op_num_threads = threads
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        counts = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    keep = ("MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+            "QuantizeLinear", "DequantizeLinear", "MatMul", "FusedMatMul", "QAttention", "Attention")
+    return {k: counts[k] for k in keep if counts[k]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--b1-calls", type=int, default=40, help="timed b1 calls per model per round")
+    parser.add_argument("--b32-calls", type=int, default=6, help="timed b32 calls per model per round")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    minilm = SHARED / "models" / "all-MiniLM-L6-v2"
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    student = copy_layers(BertForSequenceClassification.from_pretrained(minilm, num_labels=2), [0, 2, 4]).eval()
+    calibration, dev = sst2("train", 256, tokenizer), sst2("dev", 256, tokenizer)
+    tmp = Path(tempfile.mkdtemp())
+    fp32 = export_onnx(student, tmp / "fp32.onnx", SEQ)
+    models = {
+        "fp32": fp32,
+        "dynamic u8w": quantize_onnx_int8(fp32, tmp / "dynamic.onnx", KEEP),
+        "static QDQ s8w": static_qdq(fp32, tmp / "qdq_s8.onnx", calibration, QuantType.QInt8, False),
+        "static QDQ s8w reduce_range": static_qdq(fp32, tmp / "qdq_s8_rr.onnx", calibration, QuantType.QInt8, True),
+        "static QDQ u8w": static_qdq(fp32, tmp / "qdq_u8.onnx", calibration, QuantType.QUInt8, False),
+    }
+    sessions = {name: session(path, args.threads) for name, path in models.items()}
+    reference = predict(sessions["fp32"], dev)
+    rows = {}
+    for name, path in models.items():
+        logits = predict(sessions[name], dev)
+        row = {"ops": fused_ops(path, args.threads), "size_mb": path.stat().st_size / 1e6,
+               "max_abs_diff_vs_fp32": float(np.abs(logits - reference).max())}
+        if name.startswith("static"):
+            simulated = predict(session(path, args.threads, optimize=False), dev)
+            row["max_abs_diff_vs_exact_simulation"] = float(np.abs(logits - simulated).max())
+            row["top1_agreement_vs_exact_simulation"] = float((logits.argmax(1) == simulated.argmax(1)).mean())
+        rows[name] = row
+    gen = np.random.default_rng(0)
+    feeds = {}
+    for b in (1, 32):
+        ids = gen.integers(1000, tokenizer.vocab_size, (b, SEQ), dtype=np.int64)
+        feeds[b] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    calls = {1: args.b1_calls, 32: args.b32_calls}
+    times = {(name, b): [] for name in models for b in (1, 32)}
+    for name, sess in sessions.items():  # warm-up
+        for b in (1, 32):
+            for _ in range(3):
+                sess.run(None, feeds[b])
+    for _ in range(args.rounds):
+        for name, sess in sessions.items():
+            for b in (1, 32):
+                for _ in range(calls[b]):
+                    start = time.perf_counter()
+                    sess.run(None, feeds[b])
+                    times[(name, b)].append((time.perf_counter() - start) * 1000)
+    for name in models:
+        for b in (1, 32):
+            rows[name][f"b{b}_p50_ms"] = statistics.median(times[(name, b)])
+            rows[name][f"b{b}_speedup_vs_fp32"] = statistics.median(times[("fp32", b)]) / rows[name][f"b{b}_p50_ms"]
+    result = {"command": "PYTHONPATH=src python bench/int8_modes.py " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+              "machine": f"{platform.processor() or platform.machine()}, onnxruntime {ort.__version__}",
+              "seq_len": SEQ, "threads": args.threads, "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "int8_modes.json").write_text(json.dumps(result, indent=2) + "\n")
+    header = "| model | ort b1 ms | b1 x fp32 | ort b32 ms | b32 x fp32 | MB | max abs logit diff vs fp32 | vs exact Q/DQ simulation | kernels |"
+    lines = [f"`{result['command']}` ({result['machine']}, seq {SEQ}, {args.threads} threads, interleaved, p50)", "",
+             header, "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        sim = r.get("max_abs_diff_vs_exact_simulation")
+        lines.append(f"| {name} | {r['b1_p50_ms']:.2f} | {r['b1_speedup_vs_fp32']:.2f} | {r['b32_p50_ms']:.1f} | "
+                     f"{r['b32_speedup_vs_fp32']:.2f} | {r['size_mb']:.1f} | {r['max_abs_diff_vs_fp32']:.4f} | "
+                     f"{'-' if sim is None else f'{sim:.4f}'} | {', '.join(f'{k} {v}' for k, v in r['ops'].items())} |")
+    (RESULTS / "int8_modes.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
