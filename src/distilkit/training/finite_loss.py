@@ -12,7 +12,7 @@ from distilkit.errors import TrainingDiverged
 
 def check_finite(parts: dict[str, torch.Tensor], step: str, prefix: str = "") -> None:
     """``TrainingDiverged`` unless every value of ``parts`` (``loss`` and its terms) is finite."""
-    bad = {name: float(value) for name, value in parts.items() if not math.isfinite(float(value))}
+    bad = {name: float(value.detach()) for name, value in parts.items() if not math.isfinite(float(value.detach()))}
     if not bad:
         return
     terms = [name for name in bad if name != "loss"] or ["loss"]
