@@ -89,7 +89,7 @@ def test_plain_module_student_and_own_loss_train_export_measure(examples_importa
     assert isinstance(trained, LogitsStudent) and isinstance(trained.model, TinyCNN)
     assert metrics["student/params"] == sum(p.numel() for p in trained.model.parameters()) < metrics["teacher/params"]
     np.testing.assert_allclose(deployed["onnx"], deployed["torch"], rtol=0, atol=1e-5)  # exported = trained
-    assert metrics["deploy/onnx_acc_check"] == 1.0 and metrics["student/ort_latency_b1_p50_ms"] > 0
+    assert metrics["deploy/parity_pass"] == 1.0 and metrics["student/ort_latency_b1_p50_ms"] > 0
     (weights,) = (tmp_path / "mlartifacts").rglob("model.safetensors")  # the logged artifact reloads into the user's class
     fresh = TinyCNN(trained.config.vocab_size, trained.config.num_labels, embedding_dim=16, channels=8)
     load_model(fresh, weights)
