@@ -36,35 +36,36 @@ Batch = dict[str, torch.Tensor]
 INT8_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
+def _cpuinfo() -> list[tuple[str, str]]:
+    """``(key, value)`` for every line of /proc/cpuinfo, in order; empty where it can't be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+    return [(key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in lines)]
+
+
 def physical_cores() -> int:
     """Physical cores this process may run on: distinct (package, core) pairs in /proc/cpuinfo, at most the
     CPUs in the affinity mask; the affinity mask's size where /proc/cpuinfo says nothing."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cores, package = set(), "0"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "physical id":
-                package = value
-            elif key == "core id":
-                cores.add((package, value))
-    except OSError:
-        pass
+    for key, value in _cpuinfo():
+        if key == "physical id":
+            package = value
+        elif key == "core id":
+            cores.add((package, value))
     return max(1, min(len(cores) or allowed, allowed))
 
 
 def cpu_description() -> str:
     """``MODEL; int8-relevant flags: ...`` from /proc/cpuinfo (what decides which int8 kernels run)."""
     model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name":
-                model = value
-            elif key == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
+    for key, value in _cpuinfo():
+        if key == "model name":
+            model = value
+        elif key == "flags":
+            flags = set(value.split())
     relevant = [f for f in INT8_FLAGS if f in flags] + sorted(f for f in flags if f.startswith("avx512") and f not in INT8_FLAGS)
     return f"{model}; int8-relevant flags: {' '.join(relevant) or 'none of avx2/avx512/avx_vnni/amx'}"
 
