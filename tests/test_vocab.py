@@ -77,13 +77,13 @@ def test_max_tokens_keeps_the_most_frequent(full):
 
 
 def test_vocab_train_in_pipeline_deploys_the_pruned_tokenizer(compose_cfg, shared_cache_dir, tmp_path):
-    """vocab=train + width + qat_int8 in one run: the saved student's tokenizer and model agree, the ONNX
-    model runs the pruned ids (parity), and the kept-token count and embedding sizes are logged."""
+    """vocab=train + width + qat_int8 + export.fuse in one run: the saved student's tokenizer and model agree,
+    the fused int8 ONNX model runs the pruned ids (parity), and the kept-token count and embedding sizes are logged."""
     import mlflow
 
     from distilkit.pipeline import run
 
-    cfg = compose_cfg("vocab=train", "pruner=width", "quantizer=qat_int8", f"paths.cache_dir={shared_cache_dir}")
+    cfg = compose_cfg("vocab=train", "pruner=width", "quantizer=qat_int8", "export.fuse=true", f"paths.cache_dir={shared_cache_dir}")
     metrics = run(cfg, {"vocab": "train", "pruner": "width", "quantizer": "qat_int8"})
     assert metrics["vocab/tokens_kept"] < metrics["vocab/tokens_before"]
     assert metrics["vocab/embedding_mb_after"] < metrics["vocab/embedding_mb_before"]
@@ -93,6 +93,10 @@ def test_vocab_train_in_pipeline_deploys_the_pruned_tokenizer(compose_cfg, share
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="student", dst_path=str(tmp_path / "dl"))
     from distilkit.prune import load_pruned
 
+    import onnx
+
+    fused = onnx.load(f"{local}/student.int8.fused.onnx")
+    assert "SkipLayerNormalization" in {n.op_type for n in fused.graph.node}  # what parity checked is the fused graph
     tokenizer = AutoTokenizer.from_pretrained(local)
     model = load_pruned(local)
     assert len(tokenizer) == model.config.vocab_size == metrics["vocab/tokens_kept"]

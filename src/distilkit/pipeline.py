@@ -24,6 +24,7 @@ from distilkit.data.module import SPLITS, TextClassificationData
 from distilkit.errors import ConfigError, check, config_group
 from distilkit.fingerprint import FileHashes, library_versions
 from distilkit.hashing import key_of
+from distilkit.export.fuse import check_fuse, fuse_all, fused_path
 from distilkit.export.onnx import export_onnx
 from distilkit.losses import CrossEntropy, DistillLoss
 from distilkit.measure import parity
@@ -91,6 +92,7 @@ class Run:
         self.pruner = build_group(cfg, "pruner")
         self.quantizer = build_group(cfg, "quantizer")
         self.vocab = build_group(cfg, "vocab")
+        check_fuse(cfg.export.fuse)
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
         self.tracker = instantiate(cfg.tracking)
@@ -215,11 +217,13 @@ class Run:
             converted = self.quantizer.convert(pruned)
             fp32_onnx = export_onnx(converted.float_model, out_dir / "student.onnx", self.data.max_length)
             deploy_onnx = self.quantizer.quantize_onnx(fp32_onnx, out_dir / f"student.{converted.precision}.onnx") or fp32_onnx
+        fp32_onnx, deploy_onnx = fuse_all(self.cfg.export.fuse, fp32_onnx, deploy_onnx)  # export.fuse (distilkit.export.fuse)
         return converted, fp32_onnx, deploy_onnx
 
     def teacher_onnx(self, teacher, teacher_key: str) -> Path:
         path = Path(self.cfg.paths.cache_dir) / "teacher_onnx" / f"{teacher_key}-{self.data.max_length}.onnx"
-        return path if path.is_file() else export_onnx(teacher, path, self.data.max_length)
+        path = path if path.is_file() else export_onnx(teacher, path, self.data.max_length)
+        return fused_path(path) if self.cfg.export.fuse and fused_path(path).is_file() else fuse_all(self.cfg.export.fuse, path)[0]
 
     # 6. evaluation and measurements ---------------------------------------------------------------
     def measure(self, teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
