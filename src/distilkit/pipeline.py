@@ -247,7 +247,7 @@ class Run:
         m["deploy/onnx_acc_gap_dev_pt"] = 100 * abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"])  # informational
         # parity: the deployable ONNX vs the trained model (as the quantizer emulates it), same dev batches
         dev = self.data.inputs("dev")
-        m |= parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.precision)
+        m |= parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.parity_key)
         timings = self.time_models(teacher, teacher_onnx, converted, fp32_onnx, deploy_onnx)
         return m | timings.metrics() | agreement_metrics(trained_logits, t_logits, m) | ratios(m, timings)
 
