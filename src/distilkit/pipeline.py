@@ -47,6 +47,7 @@ from distilkit.measure.session import Timings
 from distilkit.training.logit_store import LogitStore, predict_logits
 from distilkit.training.module import DistillModule
 from distilkit.training.teacher_cache import TeacherCache
+from distilkit.training.distributed import apply_hardware, check_hardware
 
 log = logging.getLogger(__name__)
 GROUPS = ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware")
@@ -92,6 +93,7 @@ class Run:
         self.quantizer = build_group(cfg, "quantizer")
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
+        self.trainer_overrides = check_hardware(cfg.hardware)  # devices, nodes, launcher, bf16 (scale-out)
         self.tracker = instantiate(cfg.tracking)
         self.teacher_cache = TeacherCache(cfg.paths.cache_dir)
         self.logit_store = LogitStore(cfg.paths.cache_dir)
@@ -119,6 +121,8 @@ class Run:
         return PreflightResult(student_layers=getattr(student.config, "num_hidden_layers", None))
 
     def trainer(self, **overrides) -> L.Trainer:
+        apply_hardware(self.cfg.hardware)
+        overrides = {**self.trainer_overrides, **overrides}
         return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[progress_callback(), StopOnNonFiniteLoss()], **overrides)
 
     # 2. teacher ---------------------------------------------------------------------------------
@@ -133,6 +137,11 @@ class Run:
         }
         identity = {"teacher": spec.fingerprint(self.file_hashes), "versions": library_versions(), "data": data.fingerprint}
         key = key_of(identity, data.max_length, data.batching, self.cfg.seed, trainer, optim)
+        with self.teacher_cache.exclusive(key):  # concurrent jobs: one fine-tunes, the others wait and load
+            return self._teacher(key, identity)
+
+    def _teacher(self, key: str, identity: dict):
+        spec, data = self.teacher_spec, self.data
         cached = self.teacher_cache.load(key)
         if cached is not None:
             model, tokenizer, _ = cached
