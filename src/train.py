@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> float | None:
     from distilkit.errors import ConfigError, TrainingDiverged
     from distilkit.logs import quiet_libraries
     from distilkit.pipeline import GROUPS, run
+    from distilkit.training.distributed import check_multirun
 
     quiet_libraries()
     hydra_cfg = HydraConfig.get()
@@ -52,6 +53,7 @@ def main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode.name == "MULTIRUN":
         command += f"   (job {hydra_cfg.job.num} of: python -m train {' '.join(map(shlex.quote, sys.argv[1:]))})"
     try:
+        check_multirun(cfg.hardware, hydra_cfg.mode.name == "MULTIRUN")  # scale-out: ranks > 0 must not re-run a sweep
         metrics = run(cfg, choices, overrides, command)
     except ConfigError as err:
         fail(str(err))

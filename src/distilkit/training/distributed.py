@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from distilkit.errors import check
+from distilkit.errors import ConfigError, check
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +114,16 @@ def apply_hardware(hardware) -> None:
     matmul = hardware.get("matmul_precision")
     if matmul is not None:
         torch.set_float32_matmul_precision(str(matmul))
+
+
+def check_multirun(hardware, multirun: bool) -> None:
+    """Several processes per job in a Hydra multirun need a launcher that starts them (torchrun, SLURM):
+    Lightning's own launcher re-runs the command line for ranks > 0, which would re-run the whole sweep."""
+    devices = hardware.devices
+    several = str(hardware.strategy) != "auto" and (not isinstance(devices, int) or devices > 1 or int(hardware.get("num_nodes", 1) or 1) > 1)
+    if multirun and several and launcher_environment() is None:
+        raise ConfigError(
+            "hardware.devices",
+            f"a Hydra multirun (-m) with devices={devices} needs every process started by a launcher: "
+            "torchrun --nproc-per-node N -m train -m ..., or srun under SLURM",
+        )
