@@ -49,7 +49,7 @@ class LogitStore:
             barrier()
             logits = self.load(key, shape)
             return logits if logits is not None else compute().float().cpu()
-        with exclusive(self.root / ".locks" / f"{key}.lock"):
+        with exclusive(self.root.parent / ".locks" / f"logits-{key}.lock"):
             logits = self.load(key, shape)
             if logits is None:
                 logits = compute().float().cpu()

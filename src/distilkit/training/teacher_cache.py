@@ -36,7 +36,7 @@ class TeacherCache:
 
     def exclusive(self, key: str) -> AbstractContextManager:
         """Hold around load -> (build, fine-tune, save): one job per key at a time (rank 0 of each job)."""
-        return exclusive(self.root / ".locks" / f"{key}.lock")
+        return exclusive(self.root.parent / ".locks" / f"teacher-{key}.lock")
 
     def load(self, key: str):
         """``(model, tokenizer, meta)`` for ``key``, or None when absent or unreadable."""
