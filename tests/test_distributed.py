@@ -66,6 +66,12 @@ def test_multi_node_composes_and_lightning_sees_the_slurm_world(compose_cfg, mon
         check_hardware(cfg.hardware)  # no launcher environment here
     for key, value in SLURM_2x2.items():
         monkeypatch.setenv(key, value)
+    # Lightning records the (fake) rank process-wide when it builds the strategy: undone after the test
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+    from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
+
+    for fn in (rank_zero_only, utils_rank_zero_only):
+        monkeypatch.setattr(fn, "rank", getattr(fn, "rank", 0))
     assert check_hardware(cfg.hardware) == {}
     trainer = instantiate(cfg.trainer, logger=False)  # builds the strategy; nothing is launched before fit
     from lightning.fabric.plugins.environments import SLURMEnvironment

@@ -45,6 +45,9 @@ def test_every_option_composes_and_trains(group, option, compose_cfg, tiny_bert_
         cfg = compose_cfg(f"{group}={option}")  # composes everywhere; trains only where a GPU is
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
         pytest.skip("no GPU here")
+    if group == "hardware" and option in ("ddp", "ddp_cpu", "fsdp", "multi_node"):  # several processes per run
+        compose_cfg(f"{group}={option}")  # composes here; runs in tests/test_distributed_run.py (ddp_cpu), test_distributed.py
+        pytest.skip("multi-process option: exercised by tests/test_distributed*.py")
     overrides = option_overrides(group, option, tiny_bert_dir, text_lines_dir)
     cfg = compose_cfg(*overrides, "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}")
     metrics = run(cfg, {group: option})
