@@ -118,8 +118,8 @@ class Run:
                     getattr(self, group).check(student)
         return PreflightResult(student_layers=getattr(student.config, "num_hidden_layers", None))
 
-    def trainer(self, **overrides) -> L.Trainer:
-        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[progress_callback(), StopOnNonFiniteLoss()], **overrides)
+    def trainer(self, *callbacks, **overrides) -> L.Trainer:
+        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[progress_callback(), StopOnNonFiniteLoss(), *callbacks], **overrides)
 
     # 2. teacher ---------------------------------------------------------------------------------
     def teacher(self):
@@ -200,7 +200,7 @@ class Run:
             teacher=teacher,
             compressors={"pruner": self.pruner, "quantizer": self.quantizer},
         )
-        trainer = self.trainer()
+        trainer = self.trainer(*(instantiate(c) for c in self.cfg.get("callbacks", {}).values()))
         trainer.fit(module, datamodule=self.data)
         return module.student.eval(), trainer.is_global_zero
 
