@@ -73,5 +73,9 @@ if __name__ == "__main__":
         fail(hydra_error_line(err))
     except ConfigError as err:  # a sweeper's settings (hydra.sweeper.*)
         fail(str(err))
+    except RuntimeError as err:
+        if type(err).__name__ != "TrialsFailed":  # the Optuna sweeper: every trial failed
+            raise
+        fail(str(err), EXIT_FAILED)
     except RunInterrupted as err:
         fail(f"{err}; the MLflow run is marked KILLED", EXIT_INTERRUPTED)

@@ -30,8 +30,9 @@ FEASIBLE_TAG = "feasible"
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """All constraint values <= 0 (Optuna's convention); a trial without constraints is feasible."""
-    return all(c <= 0 for c in trial.system_attrs.get("constraints", ()) or ())
+    """All constraint values <= 0 (Optuna's convention: ``Trial.set_constraint`` stores ``constraints:NAME``)."""
+    values = [v for k, v in trial.system_attrs.items() if k.startswith("constraints:")]
+    return all(c <= 0 for c in [*values, *(trial.system_attrs.get("constraints") or ())])
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -75,7 +75,7 @@ def check_keys(overrides: list[Override], config: DictConfig) -> None:
 _MISSING = object()
 
 
-def parse(params: dict | None, arguments: list[str], config: DictConfig, config_loader) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+def parse(params: dict | None, arguments: list[str], config: DictConfig, config_loader=None) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
     """(search space, fixed overrides) from ``hydra.sweeper.params`` and the command line."""
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
     parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(lines)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import logging
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -37,7 +36,6 @@ from hydra_plugins.distilkit_optuna_sweeper.storage import open_storage, retry_c
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 KEY = "hydra.sweeper"
-CONSTRAINT_ATTR = "constraint:"  # user attr per constraint metric: the trial's value
 
 
 class DistilkitOptunaSweeper(Sweeper):
@@ -77,13 +75,10 @@ class DistilkitOptunaSweeper(Sweeper):
             check(not bad, f"{KEY}.sampler", f"grid needs choice or range params; {bad} are intervals")
             kwargs["search_space"] = {k: list(d.choices) if isinstance(d, CategoricalDistribution) else list(range(d.low, d.high + 1, d.step))
                                       for k, d in space.items()}
-        if self.constraints:
-            kwargs["constraints_func"] = constraint_values
         try:
             return instantiate(self.sampler_cfg, **kwargs)
         except Exception as err:  # noqa: BLE001
-            raise ConfigError(f"{KEY}.sampler", f"{self.sampler_cfg._target_}: {str(err).splitlines()[0]}"
-                              + ("; constraints need the tpe or nsgaii sampler" if self.constraints else "")) from None
+            raise ConfigError(f"{KEY}.sampler", f"{self.sampler_cfg._target_}: {str(err).splitlines()[0]}") from None
 
     def sweep(self, arguments: list[str]) -> None:
         self.check_settings()
@@ -112,11 +107,11 @@ class DistilkitOptunaSweeper(Sweeper):
         except BaseException:
             tracker.end("KILLED")
             raise
-        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         tracker.summarize(self.sweep_dir())
         if not done:
             tracker.end("FAILED")
-            raise ConfigError(f"{KEY}.params", f"no trial of study {self.study_name!r} completed (see the errors above)")
+            raise TrialsFailed(f"no trial of study {self.study_name!r} completed or was pruned: every one failed (see above)")
         tracker.end("FINISHED")
 
     def sweep_dir(self):
@@ -186,8 +181,8 @@ class DistilkitOptunaSweeper(Sweeper):
             if not all(o in metrics for o in self.objectives):
                 study.tell(trial, state=TrialState.FAIL)
                 return
-            for name in self.constraints:
-                trial.set_user_attr(f"{CONSTRAINT_ATTR}{name}", float(metrics.get(name, float("inf"))) - self.constraints[name])
+            for name, bound in self.constraints.items():  # Optuna 5's constraints (feasible when <= 0): TPE, NSGA-II use them
+                trial.set_constraint(name, float(metrics[name]) - bound)
             frozen = study.tell(trial, [float(metrics[o]) for o in self.objectives])
         else:
             err = ret._return_value
@@ -204,9 +199,8 @@ class DistilkitOptunaSweeper(Sweeper):
         tracker.trial_done(frozen)
 
 
-def constraint_values(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-    """Optuna's constraints_func: value - bound per constraint metric (feasible when all <= 0)."""
-    return [v for k, v in sorted(trial.user_attrs.items()) if k.startswith(CONSTRAINT_ATTR)]
+class TrialsFailed(RuntimeError):
+    """Every trial of the study failed."""
 
 
 class _Heartbeat:
