@@ -101,7 +101,7 @@ def runs(root: Path):
     return mlflow.search_runs(search_all_experiments=True)
 
 
-TRADEOFF = ["+sweep=kd_tradeoff", "hydra.sweeper.sampler.seed=0", "student.num_layers=interval(1,2)", "hydra.sweeper.objectives=[deploy/onnx_dev_acc,deploy/onnx_size_mb]"]
+TRADEOFF = ["+sweep=kd_tradeoff", "hydra.sweeper.sampler.seed=0", "student.num_layers=int(interval(1,2))", "hydra.sweeper.objectives=[deploy/onnx_dev_acc,deploy/onnx_size_mb]"]
 
 
 def test_sweep_nested_runs_resume_teacher_once_pareto_and_compare(tmp_path, shared_cache_dir, capsys):
@@ -138,7 +138,7 @@ def test_sweep_nested_runs_resume_teacher_once_pareto_and_compare(tmp_path, shar
 def test_bad_search_key_is_one_line_and_leaves_nothing(tmp_path, shared_cache_dir):
     proc = sweep(tmp_path, shared_cache_dir, "hydra.sweeper.n_trials=2", "loss.temperature=interval(1,2)")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: loss.temperature: is not a key of the config (search space); prefix it with + to add a new key" or "did you mean" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: loss.temperature: is not a key of the config (search space)")
     assert not (tmp_path / "optuna.db").exists() or not optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/optuna.db")
     assert not (tmp_path / "mlflow.db").exists() or runs(tmp_path).empty
 

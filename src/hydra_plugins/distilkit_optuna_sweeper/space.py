@@ -1,6 +1,6 @@
 """Hydra sweep overrides -> Optuna distributions; unknown keys and empty ranges are ConfigErrors.
 
-``interval(a, b)`` -> Float/IntDistribution, ``tag(log, interval(a, b))`` -> log scale,
+``interval(a, b)`` -> FloatDistribution, ``int(interval(a, b))`` -> IntDistribution (both bounds included), ``tag(log, interval(a, b))`` -> log scale,
 ``range(a, b[, step])`` -> IntDistribution over Hydra's range (``b`` excluded, as in Hydra),
 ``choice(x, y)`` and ``a,b,c`` -> CategoricalDistribution; a plain ``key=value`` is fixed.
 """
