@@ -120,6 +120,9 @@ def test_sweep_nested_runs_resume_teacher_once_pareto_and_compare(tmp_path, shar
     for trial, (_, row) in zip(study.trials, children.iterrows()):  # the study's values are the runs' metrics
         assert trial.values == [row["metrics.deploy/onnx_dev_acc"], row["metrics.deploy/onnx_size_mb"]]
         assert row["params.student.num_layers"] == str(trial.params["student.num_layers"])
+    child = mlflow.get_run(children["run_id"].iloc[0])  # the data set as the run's input; the ONNX as an MLflow model
+    assert [d.dataset.name for d in child.inputs.dataset_inputs] == ["synthetic"]
+    assert mlflow.search_logged_models(experiment_ids=[child.info.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'", output_format="list")
     names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=parent["run_id"].iloc[0], artifact_path="sweep")}
     assert {"sweep/trials.csv", "sweep/trials.md", "sweep/best_params.json", "sweep/pareto_front.png"} <= names
     # the teacher's logits were stored by trial 0 and only read by trial 1

@@ -295,6 +295,7 @@ class Run:
                 converted.float_model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
                 self.tracker.log_artifacts(out, "student")
+                self.tracker.log_deployed(deploy_onnx, self.data.inputs("dev"), self.choices.get("data", "data"), self.data.fingerprint)
             print_table(metrics, self.measure_spec.batch_sizes)
         return metrics
 
