@@ -181,3 +181,9 @@ def test_two_workers_share_one_study_and_a_killed_trial_is_retried(tmp_path, sha
     assert states.count("FAIL") == 1 and states.count("COMPLETE") == 4  # the killed trial failed, retried: 4 in total
     done = runs(tmp_path).query("status == 'FINISHED' and `tags.sweep` != 'parent'")
     assert sorted(done["tags.optuna.trial"].astype(int)) == [t.number for t in study.trials if t.state.name == "COMPLETE"]  # none twice
+
+
+def test_objective_naming_no_logged_metric_lists_near_matches():
+    with pytest.raises(ConfigError) as err:
+        sweeper(objectives=["student/dev_ac"]).check_metric_names({"student/dev_acc": 0.9, "deploy/onnx_size_mb": 1.0})
+    assert err.value.key == "hydra.sweeper.objectives" and "names no logged metric; did you mean student/dev_acc" in str(err.value)
