@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from distilkit.errors import ConfigError, check
@@ -132,7 +133,7 @@ class DistilkitOptunaSweeper(Sweeper):
     def optimize(self, study, space, fixed, tracker: "SweepTracker", prune: bool) -> None:
         checked = False
         while True:
-            if self.heartbeat_interval and isinstance(study._storage, optuna.storages.RDBStorage):
+            if heartbeat_on(study._storage):
                 fail_stale_trials(study)
             batch = min(self.n_jobs, self.remaining(study) + sum(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)))
             if batch <= 0:
@@ -144,7 +145,7 @@ class DistilkitOptunaSweeper(Sweeper):
                     returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
                 except BaseException:  # Ctrl-C / SIGTERM: the trials fail and are retried on resume
                     for trial in trials:
-                        frozen = study.tell(trial, state=TrialState.FAIL)
+                        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                         retry_callback(self.max_retry)(study, frozen)
                     raise
             self.job_idx += len(returns)
@@ -176,6 +177,14 @@ class DistilkitOptunaSweeper(Sweeper):
                     raise ConfigError(key, f"{name!r} names no logged metric" + (f"; did you mean {', '.join(near)}?" if near else ""))
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, ret, tracker: "SweepTracker") -> None:
+        # GridSampler calls study.stop() once the grid is done, which Optuna allows inside optimize() only
+        study._thread_local.in_optimize_loop, outside = True, study._thread_local.in_optimize_loop
+        try:
+            self._tell(study, trial, ret, tracker)
+        finally:
+            study._thread_local.in_optimize_loop = outside
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret, tracker: "SweepTracker") -> None:
         if ret.status == JobStatus.COMPLETED:
             metrics = ret._return_value or {}
             if not all(o in metrics for o in self.objectives):
@@ -203,6 +212,11 @@ class TrialsFailed(RuntimeError):
     """Every trial of the study failed."""
 
 
+def heartbeat_on(storage) -> bool:
+    """The storage (maybe Optuna's cache around an RDBStorage) records heartbeats."""
+    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+
+
 class _Heartbeat:
     """Record a heartbeat for the running trials every ``interval`` s (RDB storage), like study.optimize does."""
 
@@ -218,7 +232,7 @@ class _Heartbeat:
                 return
 
     def __enter__(self):
-        if self.interval and isinstance(self.storage, optuna.storages.RDBStorage):
+        if heartbeat_on(self.storage):
             self.thread = threading.Thread(target=self.beat, daemon=True)
             self.thread.start()
         return self
