@@ -40,7 +40,7 @@ def runs(root: Path, query: str):
 
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     found = mlflow.search_runs(search_all_experiments=True, filter_string=f"attributes.status = 'FINISHED' and {query}")
-    return found
+    return found.dropna(subset=["metrics.student/dev_acc"])  # a sweep's parent run has no metrics of its own
 
 
 def mean_std(values) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -147,7 +147,9 @@ class SweepTracker:
             figures["pareto_front.png"] = lambda: vis.plot_pareto_front(self.study, target_names=self.objectives)
         for name, draw in figures.items():
             try:
-                draw()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    draw()
                 plt.gcf().savefig(out / name, dpi=100, bbox_inches="tight")
             except Exception as err:  # noqa: BLE001 - a plot Optuna cannot draw (e.g. one trial) is left out
                 log.warning("sweep plot %s left out: %s", name, str(err).splitlines()[0] if str(err) else type(err).__name__)
