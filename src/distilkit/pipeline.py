@@ -24,6 +24,7 @@ from distilkit.data.module import SPLITS, TextClassificationData
 from distilkit.errors import ConfigError, check, config_group
 from distilkit.fingerprint import FileHashes, library_versions
 from distilkit.hashing import key_of
+from distilkit.export.fuse import check_fuse, fuse_all, fused_path
 from distilkit.export.onnx import export_onnx
 from distilkit.losses import CrossEntropy, DistillLoss
 from distilkit.measure import parity
@@ -49,7 +50,7 @@ from distilkit.training.module import DistillModule
 from distilkit.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
-GROUPS = ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware")
+GROUPS = ("data", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "hardware")
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
 # The teacher's optimizer and schedule are the config's, with these set by teacher.finetune.
@@ -90,6 +91,8 @@ class Run:
         check(isinstance(self.loss, DistillLoss), "loss", f"{type(self.loss).__name__} must subclass distilkit.losses.DistillLoss")
         self.pruner = build_group(cfg, "pruner")
         self.quantizer = build_group(cfg, "quantizer")
+        self.vocab = build_group(cfg, "vocab")
+        check_fuse(cfg.export.fuse)
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
         self.tracker = instantiate(cfg.tracking)
@@ -113,7 +116,7 @@ class Run:
         with torch.device("meta"):
             teacher = AutoModelForSequenceClassification.from_config(teacher_config)
             student = self.student(teacher, loss=copy.deepcopy(self.loss))
-            for group in ("pruner", "quantizer"):
+            for group in ("vocab", "pruner", "quantizer"):
                 with config_group(group):
                     getattr(self, group).check(student)
         return PreflightResult(student_layers=getattr(student.config, "num_hidden_layers", None))
@@ -214,11 +217,13 @@ class Run:
             converted = self.quantizer.convert(pruned)
             fp32_onnx = export_onnx(converted.float_model, out_dir / "student.onnx", self.data.max_length)
             deploy_onnx = self.quantizer.quantize_onnx(fp32_onnx, out_dir / f"student.{converted.precision}.onnx") or fp32_onnx
+        fp32_onnx, deploy_onnx = fuse_all(self.cfg.export.fuse, fp32_onnx, deploy_onnx)  # export.fuse (distilkit.export.fuse)
         return converted, fp32_onnx, deploy_onnx
 
     def teacher_onnx(self, teacher, teacher_key: str) -> Path:
         path = Path(self.cfg.paths.cache_dir) / "teacher_onnx" / f"{teacher_key}-{self.data.max_length}.onnx"
-        return path if path.is_file() else export_onnx(teacher, path, self.data.max_length)
+        path = path if path.is_file() else export_onnx(teacher, path, self.data.max_length)
+        return fused_path(path) if self.cfg.export.fuse and fused_path(path).is_file() else fuse_all(self.cfg.export.fuse, path)[0]
 
     # 6. evaluation and measurements ---------------------------------------------------------------
     def measure(self, teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
@@ -242,14 +247,15 @@ class Run:
         m["deploy/onnx_acc_gap_dev_pt"] = 100 * abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"])  # informational
         # parity: the deployable ONNX vs the trained model (as the quantizer emulates it), same dev batches
         dev = self.data.inputs("dev")
-        m |= parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.precision)
+        m |= parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.parity_key)
         timings = self.time_models(teacher, teacher_onnx, converted, fp32_onnx, deploy_onnx)
         return m | timings.metrics() | agreement_metrics(trained_logits, t_logits, m) | ratios(m, timings)
 
     def time_models(self, teacher, teacher_onnx: Path, converted, fp32_onnx: Path, deploy_onnx: Path) -> Timings:
         """Latency of every role in every runtime, in ONE interleaved session (threads fixed): the ratios
         between roles come from the same stretch of time. Low-bit torch kernels are timed on the CPU."""
-        session = self.measure_spec.session(self.data.max_length, teacher.config.vocab_size, self.data.inputs("dev"))
+        vocab_size = min(teacher.config.vocab_size, getattr(converted.float_model.config, "vocab_size", teacher.config.vocab_size))  # random ids valid for both
+        session = self.measure_spec.session(self.data.max_length, vocab_size, self.data.inputs("dev"))
         student = converted.float_model
         session.add_torch("teacher", teacher)
         session.add_onnx("teacher", teacher_onnx)
@@ -273,12 +279,14 @@ class Run:
                 teacher, tokenizer, teacher_key = self.teacher()
             with stage("teacher logits"):
                 teacher_logits = self.teacher_logits(teacher, teacher_key)
-            self.data.attach_teacher_logits(teacher_logits["train"])
             self.seed("student")
             student = self.student(teacher)
+            with config_group("vocab"):  # vocab=train: student, tokenizer and data re-tokenized (distilkit.prune.vocab)
+                tokenizer, fit_teacher = self.vocab.apply(student, teacher, tokenizer, self.data)
+            self.data.attach_teacher_logits(teacher_logits["train"])
             self.seed("student.fit")
             with stage("student fit"):
-                trained, is_global_zero = self.fit(student, teacher)
+                trained, is_global_zero = self.fit(student, fit_teacher)
             if not is_global_zero:  # DDP: other ranks only train
                 return {}
             self.seed("measure")
@@ -289,6 +297,7 @@ class Run:
                     converted, fp32_onnx, deploy_onnx = self.deploy(trained, out)
                 with stage("measure"):
                     metrics = self.measure(teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx)
+                metrics |= getattr(self.vocab, "report", {})  # kept tokens, embedding MB before/after
                 metrics |= fidelity_metrics(trained_logits, teacher_logits, {s: self.data.labels(s) for s in trained_logits})
                 self.tracker.log_metrics(metrics)
                 self.tracker.set_tags(parity.parity_tags(metrics))
