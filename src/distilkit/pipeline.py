@@ -123,10 +123,10 @@ class Run:
                     getattr(self, group).check(student)
         return PreflightResult(student_layers=getattr(student.config, "num_hidden_layers", None))
 
-    def trainer(self, **overrides) -> L.Trainer:
+    def trainer(self, *callbacks, **overrides) -> L.Trainer:
         apply_hardware(self.cfg.hardware)
         overrides = {**self.trainer_overrides, **overrides}
-        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[progress_callback(), StopOnNonFiniteLoss()], **overrides)
+        return instantiate(self.cfg.trainer, logger=self.tracker.lightning_logger(), callbacks=[progress_callback(), StopOnNonFiniteLoss(), *callbacks], **overrides)
 
     # 2. teacher ---------------------------------------------------------------------------------
     def teacher(self):
@@ -212,7 +212,7 @@ class Run:
             teacher=teacher,
             compressors={"pruner": self.pruner, "quantizer": self.quantizer},
         )
-        trainer = self.trainer()
+        trainer = self.trainer(*(instantiate(c) for c in self.cfg.get("callbacks", {}).values()))
         trainer.fit(module, datamodule=self.data)
         return module.student.eval(), trainer.is_global_zero
 
@@ -313,6 +313,7 @@ class Run:
                 converted.float_model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
                 self.tracker.log_artifacts(out, "student")
+                self.tracker.log_deployed(deploy_onnx, self.data.inputs("dev"), self.choices.get("data", "data"), self.data.fingerprint)
             print_table(metrics, self.measure_spec.batch_sizes)
         return metrics
 
