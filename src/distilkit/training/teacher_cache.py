@@ -25,14 +25,14 @@ class TeacherCache:
     def path(self, key: str) -> Path:
         return self.root / key
 
-    def load(self, key: str):
-        """``(model, tokenizer, meta)`` for ``key``, or None when absent or unreadable."""
+    def load(self, key: str, model_class=AutoModelForSequenceClassification):
+        """``(model, tokenizer, meta)`` for ``key`` (loaded with ``model_class``, the task's), or None when absent or unreadable."""
         entry = self.path(key)
         if not (entry / "meta.json").is_file():
             return None
         try:
             meta = json.loads((entry / "meta.json").read_text())
-            model = AutoModelForSequenceClassification.from_pretrained(entry)
+            model = model_class.from_pretrained(entry)
             tokenizer = AutoTokenizer.from_pretrained(entry)
         except Exception as err:  # any corruption: drop the entry and fine-tune again
             log.warning("teacher cache entry %s is unreadable (%s); recomputing", entry, str(err).splitlines()[0])
