@@ -84,7 +84,22 @@ class PretrainedLMTeacher:
         kwargs = self._kwargs()
         tokenizer = from_pretrained(AutoTokenizer, self.name_or_path, key="name_or_path", **kwargs)
         model = from_pretrained(AutoModelForCausalLM, self.name_or_path, key="name_or_path", dtype=torch.float32, **kwargs)
-        return model, tokenizer
+        return plain_float(model), tokenizer
+
+
+def plain_float(model):
+    """A GGUF model dequantized on load as an ordinary float model (transformers marks it quantized, which
+    forbids ``save_pretrained`` and would re-quantize on reload); one still packed is refused."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return model
+    if any("gguf" in type(module).__name__.lower() for module in model.modules()):
+        raise ConfigError("gguf_file", "transformers kept the GGUF weights packed (GGUF kernels installed); distillation "
+                          "needs float weights: uninstall `kernels` or pass a float checkpoint directory")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
 
 
 class ScratchLMTeacher:
