@@ -133,3 +133,42 @@ def test_empty_corpus_is_one_line(compose_cfg, tmp_path):
     corpus.mkdir()
     with pytest.raises(ConfigError, match=r"^data.path: .* holds no files"):
         run(compose_cfg(*LM, f"data.path={corpus}"), {})
+
+
+def test_store_holds_the_teachers_exact_top_k_rest_and_target(tmp_path):
+    from distilkit.data.batching import pad_batch
+    from distilkit.losses.causal_lm import sparse_teacher
+    from distilkit.training.topk_store import teacher_topk
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1, intermediate_size=32)).eval()
+    inputs = pad_batch([list(range(1, 9)), [5, 6, 7]], pad_id=0, width=8)
+    stored = teacher_topk(model, inputs, k=5)
+    with torch.no_grad():
+        row0 = model(input_ids=inputs["input_ids"][:1]).logits[0, :-1]
+        row1 = model(input_ids=inputs["input_ids"][1:, :3]).logits[0, :-1]
+    for row, logits, n in ((0, row0, 7), (1, row1, 2)):
+        expect = sparse_teacher(logits, 5)
+        assert torch.equal(stored["indices"][row, :n].long(), expect.indices)
+        assert torch.allclose(stored["logprobs"][row, :n], expect.logprobs, atol=1e-6)
+        assert torch.allclose(stored["rest"][row, :n].exp(), 1 - expect.logprobs.exp().sum(-1), atol=1e-6)
+        target = torch.log_softmax(logits, -1).gather(-1, inputs["input_ids"][row, 1 : n + 1, None]).squeeze(-1)
+        assert torch.allclose(stored["target"][row, :n], target, atol=1e-6)
+    assert (stored["logprobs"][1, 2:] == 0).all() and (stored["target"][1, 2:] == 0).all()  # padding holds nothing
+    store = TopKStore(tmp_path)
+    assert store.get_or_compute("k", (2, 7, 5), lambda: stored) is stored
+    again = store.get_or_compute("k", (2, 7, 5), lambda: pytest.fail("recomputed"))
+    assert all(torch.equal(again[name], stored[name]) for name in stored)
+    store.path("k").write_bytes(b"torn")
+    assert store.get_or_compute("k", (2, 7, 5), lambda: stored) is stored  # unreadable: recomputed
+
+
+def test_split_rule_cuts_at_line_breaks_and_keeps_every_character():
+    from distilkit.data.text_corpus import split_text
+
+    text = "".join(f"line {i:03d} of the corpus\n" for i in range(100))
+    splits = split_text(text, 0.05, 0.05)
+    assert splits["train"] + splits["dev"] + splits["test"] == text
+    assert all(part.endswith("\n") for part in splits.values())
+    assert splits["train"].count("\n") == 90 and splits["dev"].count("\n") == 5 and splits["test"].count("\n") == 5

@@ -3,7 +3,7 @@
 Split rule (deterministic, stated): the files (a directory: every non-hidden file under it, by sorted
 relative path) are joined with a newline into one text; the first ``1 - dev_fraction - test_fraction``
 of its characters are ``train``, the next ``dev_fraction`` ``dev``, the rest ``test``, each cut moved
-forward to the next line break (so no line is split between two splits). Each split is tokenized by
+forward to the next line start (so no line is split between two splits). Each split is tokenized by
 the teacher's tokenizer (no special tokens) and packed into consecutive blocks of ``max_length``
 tokens; a last, shorter block (>= 2 tokens) is kept and padded in its batch. ``max_train_blocks``
 and ``max_eval_blocks`` keep only the first N blocks of the training split and of dev and test (null: all).
@@ -35,6 +35,8 @@ def split_text(text: str, dev_fraction: float, test_fraction: float) -> dict[str
 
     def cut(fraction: float) -> int:
         at = int(len(text) * fraction)
+        if at == 0 or text[at - 1] == "\n":  # already at a line start
+            return at
         newline = text.find("\n", at)
         return len(text) if newline < 0 else newline + 1
 
