@@ -129,7 +129,7 @@ def keep_teacher(run: Run) -> None:
     (and ``--time-only``) needs no teacher, cache or training."""
     teacher, _, key = run.teacher()  # from the cache the row's run just used
     with tempfile.TemporaryDirectory(dir=ONNX_DIR) as tmp:
-        shutil.copyfile(run.teacher_onnx(teacher, key), Path(tmp) / TEACHER_ONNX.name)
+        shutil.copyfile(run.task.teacher_onnx(run, teacher, key), Path(tmp) / TEACHER_ONNX.name)
         dev = run.data.inputs("dev")
         torch.save({**dev, "vocab_size": teacher.config.vocab_size, "max_length": run.data.max_length}, Path(tmp) / DEV_INPUTS.name)
         os.replace(Path(tmp) / TEACHER_ONNX.name, TEACHER_ONNX)

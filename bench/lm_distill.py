@@ -110,9 +110,11 @@ def main() -> None:
     ce = statistics.mean(m["student/dev_ppl"] for m in rows[0]["metrics"])
     fkl_topk = statistics.mean(m["student/dev_ppl"] for m in rows[1]["metrics"])
     full = statistics.mean(m["student/dev_ppl"] for m in rows[-1]["metrics"])
+    same_seeds = [m["student/dev_ppl"] for s, m in zip(rows[1]["seeds"], rows[1]["metrics"]) if s in rows[-1]["seeds"]]
+    topk_same = statistics.mean(same_seeds)
     summary = [
         f"KD (forward KL, top-k) vs CE only: dev ppl {fkl_topk:.3f} vs {ce:.3f} ({100 * (fkl_topk / ce - 1):+.1f} %), mean of seeds {args.seeds}",
-        f"top-k (k={int(teacher['measure/teacher_topk'])}) vs full-vocabulary teacher: dev ppl {fkl_topk:.3f} vs {full:.3f} ({100 * (fkl_topk / full - 1):+.2f} %)",
+        f"top-k (k={int(teacher['measure/teacher_topk'])}) vs full-vocabulary teacher, forward KL, seeds {rows[-1]['seeds']}: dev ppl {topk_same:.3f} vs {full:.3f} ({100 * (topk_same / full - 1):+.2f} %)",
         f"teacher store: {int(teacher['measure/teacher_store_bytes_per_token'])} bytes per token; generation: batch 1, greedy, KV cache, "
         f"prompt {int(teacher['measure/gen_prompt_tokens'])} tokens, {int(teacher['measure/gen_new_tokens'])} new, {int(teacher['measure/gen_threads'])} threads",
         f"total wall time {total:.0f} s; command: python bench/lm_distill.py {' '.join(sys.argv[1:])}",
