@@ -1,6 +1,13 @@
 """Benchmark: compression options on SST-2 with the MiniLM teacher, each measured on the converted model.
 
     python bench/compress_sst2.py [--epochs 2] [--rows distil_fp32,qat_int8,...] [--time-only]
+    python bench/compress_sst2.py --tiny --results /tmp/dk-bench/results --epochs 1   # smoke test, synthetic task
+
+The frontier rows (issue 8) add each lever alone and combined: ``depth_2``, ``vocab`` (``vocab=train``),
+``width`` (``pruner=width``), ``fused_*`` (``export.fuse=true``), ``ptq_static``, and ``frontier`` /
+``frontier_static`` (depth 2 + vocab + width 50 % + int8 + fused). The teacher is timed plain and fused
+(``teacher_fused``), with speed-ups against both. Real-length cells use the teacher's tokenization of
+the dev set for every row, ids clamped below the smallest vocabulary (latency depends on shapes).
 
 Runs the real pipeline (Hydra compose + distilkit.pipeline.Run) once per row, with the teacher
 fine-tuned once and cached, and keeps each row's deployable ONNX, the teacher's ONNX and the
@@ -28,6 +35,8 @@ import onnxruntime
 import torch
 from hydra import compose, initialize_config_dir
 
+from distilkit.export.fuse import fuse_onnx
+from distilkit.export.onnx import export_onnx
 from distilkit.logs import quiet_libraries
 from distilkit.measure.latency import LENGTHS, latency_name, speedup_name
 from distilkit.measure.report import MeasureSpec
@@ -39,6 +48,7 @@ SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "bench" / "results"
 ONNX_DIR = RESULTS / "onnx"  # each row's deployable ONNX, kept for the final timing session (gitignored)
 TEACHER_ONNX = ONNX_DIR / "teacher.onnx"
+TEACHER_FUSED = ONNX_DIR / "teacher.fused.onnx"  # the same graph fusions as export.fuse=true rows get
 DEV_INPUTS = ONNX_DIR / "dev_inputs.pt"  # the dev set as the teacher's tokenizer encodes it, for the real-length cells
 COMMON = [
     "data=sst2",
@@ -57,7 +67,26 @@ ROWS = {  # in the order they run: the targets' rows first
     "heads_50": ["pruner=heads", "pruner.amount=0.5"],
     "qat_int4": ["quantizer=qat_int4"],
     "magnitude_50": ["pruner=magnitude", "pruner.sparsity=0.5"],
+    # the frontier levers (issue 8), each alone, then combined
+    "depth_2": ["student.num_layers=2"],
+    "vocab": ["vocab=train"],
+    "width": ["pruner=width"],  # hidden 25 %, FFN 25 % (conf/pruner/width.yaml)
+    "fused_fp32": ["export.fuse=true"],
+    "fused_qat_int8": ["export.fuse=true", "quantizer=qat_int8"],
+    "ptq_static": ["quantizer=ptq_static"],
+    "frontier": ["student.num_layers=2", "vocab=train", "pruner=width", "pruner.hidden=0.5", "pruner.ffn=0.5",
+                 "quantizer=qat_int8", "export.fuse=true"],
+    "frontier_static": ["student.num_layers=2", "vocab=train", "pruner=width", "pruner.hidden=0.5", "pruner.ffn=0.5",
+                        "quantizer=ptq_static", "export.fuse=true"],
 }
+TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-test the rows in minutes
+    "data=synthetic", "data.num_train=256", "data.num_dev=64", "data.num_test=64", "data.max_length=32",
+    "teacher=scratch", "teacher.num_layers=4", "teacher.hidden_size=64", "teacher.num_attention_heads=4",
+    "teacher.intermediate_size=128", "teacher.vocab_size=400", "teacher.finetune.max_epochs=1",
+    "student=distil", "loss=kd", "tracking.experiment_name=bench-compress-tiny",
+    "hardware.measure.min_samples=5", "hardware.measure.min_time_s=0", "hardware.measure.warmup=1",
+]
+SETUP = "SST-2 dev, MiniLM-L6 teacher, distil student"  # --tiny: the synthetic smoke setting
 BATCH_SIZES = (1, 32)
 SESSION = "session/"  # keys of the final timing session's cells (latency, speed-up) in a row's results
 ORT = "onnxruntime"
@@ -82,6 +111,9 @@ COLUMNS = [  # (header, key in a row's results, format)
     ("size x vs teacher", "deploy/size_ratio_vs_teacher", "{:.2f}"),
     *[(f"ort b{b}{' real' if lengths == 'real' else ''} x vs teacher", SESSION + speedup_name(ORT, lengths, b, "teacher"), "{:.2f}")
       for b in BATCH_SIZES for lengths in LENGTHS],
+    *[(f"ort b{b} x vs fused teacher", SESSION + speedup_name(ORT, "full", b, "teacher_fused"), "{:.2f}") for b in BATCH_SIZES],
+    ("vocab tokens", "vocab/tokens_kept", "{:.0f}"),
+    ("word emb MB", "vocab/embedding_mb_after", "{:.2f}"),
     ("acc % of teacher", "retention", "{:.1%}"),
 ]
 TEACHER_AS_DEPLOY = {  # the teacher row, in the same columns
@@ -101,13 +133,19 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 def retime(teacher_onnx: Path, row_onnx: dict[str, Path], spec: MeasureSpec, seq_len: int, vocab_size: int, dev_inputs) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """Time the teacher and every row's ONNX in one interleaved onnxruntime session; per row (and
     ``teacher``) its latency cells and speed-ups vs the teacher, all from that session; and the threads."""
+    # ids valid for every model (vocab-pruned rows have smaller tables): latency depends on shapes, not on which ids
+    dev_inputs = {**dev_inputs, "input_ids": dev_inputs["input_ids"].clamp(max=vocab_size - 1)}
     session = spec.session(seq_len, vocab_size, dev_inputs)
     session.add_onnx("teacher", teacher_onnx)
+    names = ["teacher", *row_onnx]
+    if TEACHER_FUSED.is_file():
+        session.add_onnx("teacher_fused", TEACHER_FUSED)
+        names.insert(1, "teacher_fused")
     for name, path in row_onnx.items():
         session.add_onnx(name, path)
     timings = session.run()
-    metrics = timings.metrics() | timings.speedups([(name, "teacher") for name in ("teacher", *row_onnx)])
-    cells = {name: {SESSION + k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{name}/")} for name in ("teacher", *row_onnx)}
+    metrics = timings.metrics() | timings.speedups([(name, base) for name in names for base in ("teacher", "teacher_fused")])
+    cells = {name: {SESSION + k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{name}/")} for name in names}
     return cells, timings.threads
 
 
@@ -115,7 +153,8 @@ def keep_deploy_onnx(run: Run, name: str) -> Path:
     """Copy the row's deployable ONNX (the quantized file where there is one) from its MLflow artifacts."""
     files = [f.path for f in mlflow.artifacts.list_artifacts(run_id=run.tracker.run_id, artifact_path="student", tracking_uri=run.tracker.tracking_uri)]
     onnx_files = [f for f in files if f.endswith(".onnx")]
-    deploy = next((f for f in onnx_files if f != "student/student.onnx"), "student/student.onnx")
+    # the deployable file: quantized over fp32, fused (export.fuse=true) over plain
+    deploy = max(onnx_files, key=lambda f: (f.count(".") > 1 and not f.endswith("student.fused.onnx"), f.endswith(".fused.onnx")))
     ONNX_DIR.mkdir(parents=True, exist_ok=True)
     target = ONNX_DIR / f"{name}.onnx"
     with tempfile.TemporaryDirectory(dir=ONNX_DIR) as tmp:
@@ -129,7 +168,12 @@ def keep_teacher(run: Run) -> None:
     (and ``--time-only``) needs no teacher, cache or training."""
     teacher, _, key = run.teacher()  # from the cache the row's run just used
     with tempfile.TemporaryDirectory(dir=ONNX_DIR) as tmp:
-        shutil.copyfile(run.task.teacher_onnx(run, teacher, key), Path(tmp) / TEACHER_ONNX.name)
+        plain = Path(run.cfg.paths.cache_dir) / "teacher_onnx" / f"{key}-{run.data.max_length}.onnx"
+        if not plain.is_file():
+            export_onnx(teacher, plain, run.data.max_length)
+        shutil.copyfile(plain, Path(tmp) / TEACHER_ONNX.name)
+        fuse_onnx(plain, Path(tmp) / TEACHER_FUSED.name)
+        os.replace(Path(tmp) / TEACHER_FUSED.name, TEACHER_FUSED)
         dev = run.data.inputs("dev")
         torch.save({**dev, "vocab_size": teacher.config.vocab_size, "max_length": run.data.max_length}, Path(tmp) / DEV_INPUTS.name)
         os.replace(Path(tmp) / TEACHER_ONNX.name, TEACHER_ONNX)
@@ -137,20 +181,27 @@ def keep_teacher(run: Run) -> None:
 
 
 def main() -> None:
+    global RESULTS, ONNX_DIR, TEACHER_ONNX, TEACHER_FUSED, DEV_INPUTS, SETUP
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="student epochs per row")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     parser.add_argument("--time-only", action="store_true", help="train nothing; re-time the kept ONNX files of the saved rows")
+    parser.add_argument("--tiny", action="store_true", help="smoke test: the synthetic task and a tiny scratch teacher instead of SST-2/MiniLM")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the results files and kept ONNX go (default bench/results)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run and the timing session, e.g. hardware.measure.threads=2")
     args = parser.parse_args()
     quiet_libraries()
+    RESULTS = args.results.resolve()
+    SETUP = "SMOKE TEST (--tiny): synthetic task, tiny scratch teacher, not a measurement" if args.tiny else SETUP
+    ONNX_DIR = RESULTS / "onnx"
+    TEACHER_ONNX, TEACHER_FUSED, DEV_INPUTS = ONNX_DIR / "teacher.onnx", ONNX_DIR / "teacher.fused.onnx", ONNX_DIR / "dev_inputs.pt"
     RESULTS.mkdir(parents=True, exist_ok=True)
     saved = RESULTS / "compress_sst2.json"
     # rows measured earlier (e.g. with --rows) are kept; the rows run now replace theirs
     previous = json.loads(saved.read_text()) if saved.is_file() else {}
     results: dict[str, dict[str, float]] = previous.get("rows", {})
     epochs = previous.get("epochs") if args.time_only else args.epochs
-    common = [f"paths.root_dir={ROOT}", *COMMON, *args.overrides]
+    common = [f"paths.root_dir={RESULTS.parent if args.tiny else ROOT}", *(TINY if args.tiny else COMMON), *args.overrides]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for name in [] if args.time_only else args.rows.split(","):
             start = time.perf_counter()
@@ -173,7 +224,8 @@ def main() -> None:
     kept = {name: ONNX_DIR / f"{name}.onnx" for name in ROWS if name in results and (ONNX_DIR / f"{name}.onnx").is_file()}
     missing = [name for name in ROWS if name in results and name not in kept]
     dev = torch.load(DEV_INPUTS)
-    cells, threads = retime(TEACHER_ONNX, kept, spec, dev["max_length"], dev["vocab_size"], dev)
+    vocab_size = int(min([dev["vocab_size"], *[results[name].get("vocab/tokens_kept", dev["vocab_size"]) for name in kept]]))
+    cells, threads = retime(TEACHER_ONNX, kept, spec, dev["max_length"], vocab_size, dev)
     for name, row_cells in cells.items():
         results.setdefault(name, {}).update(row_cells)
     note = (f"onnxruntime {onnxruntime.__version__}, {threads.get(ORT)} intra-op threads (inter-op 1, no spinning), one interleaved "
@@ -187,11 +239,11 @@ def main() -> None:
 
 
 def order(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {row: results[row] for row in ("teacher", *ROWS) if row in results}
+    return {row: results[row] for row in ("teacher", "teacher_fused", *ROWS) if row in results}
 
 
 def save(results: dict[str, dict[str, float]], epochs: int | None, timing: str) -> None:
-    header = f"SST-2 dev, MiniLM-L6 teacher, distil student ({epochs} epoch(s)); latency: {timing}"
+    header = f"{SETUP} ({epochs} epoch(s)); latency: {timing}"
     (RESULTS / "compress_sst2.json").write_text(json.dumps({"setup": header, "epochs": epochs, "rows": results}, indent=1))
     (RESULTS / "compress_sst2.md").write_text(f"{header}\n\n{table(results)}\n")
 

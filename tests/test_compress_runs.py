@@ -19,7 +19,7 @@ from distilkit.prune import count_nonzero
 from distilkit.training.module import DistillModule
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-RUNS = {"pruner": ["magnitude", "heads", "ffn"], "quantizer": ["ptq_dynamic", "qat_int8", "qat_int4"]}  # one test each below
+RUNS = {"pruner": ["magnitude", "heads", "ffn", "width"], "quantizer": ["ptq_dynamic", "qat_int8", "qat_int4", "ptq_static"]}  # one test each below (width: tests/test_vocab.py; ptq_static: tests/test_quantize_static.py)
 
 
 def test_every_compressor_option_has_a_short_run():

@@ -127,7 +127,7 @@ def test_head_pruning_removes_zero_output_heads_exactly(attn, tmp_path):
         assert layer.attention.self.value.out_features == 3 * HEAD
         assert layer.attention.output.dense.weight.shape == (32, 3 * HEAD)
     torch.testing.assert_close(logits(model), before, rtol=0, atol=1e-6)
-    assert model.config.distilkit_structure == {"num_heads": [3, 3], "intermediate_size": [64, 64]}
+    assert model.config.distilkit_structure == {"num_heads": [3, 3], "intermediate_size": [64, 64], "head_size": HEAD, "hidden_size": 32}
     model.save_pretrained(tmp_path)
     reloaded = load_pruned(tmp_path, attn_implementation=attn)
     assert reloaded.config._attn_implementation == attn

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from distilkit.errors import ConfigError, check, config_group
 from distilkit.fingerprint import FileHashes, library_versions
 from distilkit.hashing import key_of
+from distilkit.export.fuse import check_fuse, fuse_all
 from distilkit.losses import DistillLoss
 from distilkit.measure.report import MeasureSpec
 from distilkit.seeding import seed_stage
@@ -36,7 +37,7 @@ from distilkit.training.logit_store import LogitStore
 from distilkit.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
-GROUPS = ("task", "data", "teacher", "student", "loss", "quantizer", "pruner", "hardware")
+GROUPS = ("task", "data", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "hardware")
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
 # The teacher's optimizer and schedule are the config's, with these set by teacher.finetune.
@@ -80,6 +81,8 @@ class Run:
         self.task.check_serves({"data": self.data, "teacher": self.teacher_spec, "student": self.student_spec, "loss": self.loss})
         self.pruner = build_group(cfg, "pruner")
         self.quantizer = build_group(cfg, "quantizer")
+        self.vocab = build_group(cfg, "vocab")
+        check_fuse(cfg.export.fuse)
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
         self.tracker = instantiate(cfg.tracking)
@@ -100,7 +103,7 @@ class Run:
         with torch.device("meta"):
             teacher = self.task.model_class.from_config(teacher_config)
             student = self.student(teacher, loss=copy.deepcopy(self.loss))
-            self.task.check_compressors(self.pruner, self.quantizer, student)
+            self.task.check_compressors(self, student)
         return PreflightResult(student_layers=getattr(student.config, "num_hidden_layers", None))
 
     def trainer(self, **overrides) -> L.Trainer:
@@ -189,6 +192,7 @@ class Run:
             if fp32_onnx is None:
                 return converted, None, None
             deploy_onnx = self.quantizer.quantize_onnx(fp32_onnx, out_dir / f"student.{converted.precision}.onnx") or fp32_onnx
+        fp32_onnx, deploy_onnx = fuse_all(self.cfg.export.fuse, fp32_onnx, deploy_onnx)  # export.fuse (distilkit.export.fuse)
         return converted, fp32_onnx, deploy_onnx
 
     # the whole run --------------------------------------------------------------------------------
@@ -201,12 +205,14 @@ class Run:
                 teacher, tokenizer, teacher_key = self.teacher()
             with stage("teacher outputs"):
                 teacher_outputs = self.teacher_outputs(teacher, teacher_key)
-            self.task.attach(self.data, teacher_outputs)
             self.seed("student")
             student = self.student(teacher)
+            with config_group("vocab"):  # vocab=train: student, tokenizer and data re-tokenized (distilkit.prune.vocab)
+                tokenizer, fit_teacher = self.vocab.apply(student, teacher, tokenizer, self.data)
+            self.task.attach(self.data, teacher_outputs)
             self.seed("student.fit")
             with stage("student fit"):
-                trained, is_global_zero = self.fit(student, teacher)
+                trained, is_global_zero = self.fit(student, fit_teacher)
             if not is_global_zero:  # DDP: other ranks only train
                 return {}
             self.seed("measure")
@@ -217,6 +223,7 @@ class Run:
                     converted, fp32_onnx, deploy_onnx = self.deploy(trained, out)
                 with stage("measure"):
                     metrics = self.task.measure(self, teacher, teacher_key, teacher_outputs, predicted, converted, fp32_onnx, deploy_onnx)
+                metrics |= getattr(self.vocab, "report", {})  # kept tokens, embedding MB before/after
                 self.tracker.log_metrics(metrics)
                 self.tracker.set_tags(self.task.tags(metrics))
                 converted.float_model.save_pretrained(out)

@@ -26,6 +26,14 @@ Linear; the flipped codes propagate. Measured on SST-2 (3-layer MiniLM student, 
 3.6e-4), top-1 agreement 100 %; the same ONNX file against the trained weights with fp32
 activations (a deployment that quantizes activations differently from training) is off by
 0.115 = 14.7 %. ``RTOL = 0.05`` sits between the two, ~3x from each.
+
+``int8_static`` (``quantizer=ptq_static``, static QDQ): nothing emulates onnxruntime's static kernels
+(they don't reproduce their own Q/DQ simulation on AVX2, ``bench/results/int8_modes.md``), so the
+reference is the trained float model and the difference is the quantization error plus the kernel
+error: ``bench/results/int8_modes.md`` measured 0.016 against fp32 for static QDQ u8w on the SST-2
+student, and a deployment quantizing activations differently from training was 14.7 % off;
+``0.10`` flags the grossly wrong (a broken calibration, wrong ids) while accepting PTQ's own error.
+It is a plausibility bound, not the exactness check the other precisions get.
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ from distilkit.export.onnx import ort_logits, ort_session
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 64  # rows per batch on both sides
-RTOL = {"fp32": 1e-4, "int8": 0.05, "int4": 0.05}  # max |logit difference| / max |trained logit|, per deployed precision
+# max |logit difference| / max |trained logit|, per deployed precision (int8_static: quantizer=ptq_static, see below)
+RTOL = {"fp32": 1e-4, "int8": 0.05, "int4": 0.05, "int8_static": 0.10}
 MIN_TOP1_AGREEMENT = 0.99  # a tie broken differently may flip a row; more than 1 % of rows is a different model
 MAX_ABS, REL, TOP1, TOLERANCE, PASS = (
     f"deploy/parity_{name}" for name in ("max_abs_logit_diff", "rel_logit_diff", "top1_agreement", "tolerance", "pass"))

@@ -19,7 +19,7 @@ from rich.table import Table
 from distilkit.export.onnx import ort_logits, ort_session
 from distilkit.measure.accuracy import accuracy, agreement
 from distilkit.measure.latency import LENGTHS, example_inputs, latency_name, real_batches
-from distilkit.measure.session import TimingSession, Timings, physical_cores
+from distilkit.measure.session import TimingSession, Timings, cpu_description, physical_cores
 from distilkit.measure.parity import parity_summary
 from distilkit.measure.size import file_size_mb, num_parameters, saved_size_mb
 from distilkit.prune import count_nonzero, sparse_size_mb
@@ -143,7 +143,7 @@ def print_table(metrics: dict[str, float], batch_sizes: list[int], console: Cons
     threads = ", ".join(f"{name} {int(metrics[k])}" for name, k in (("torch", "measure/threads_torch"), ("ort", "measure/threads_ort")) if k in metrics)
     table = Table(title="distilkit: teacher vs student vs deployed student",
                   caption=f"latency: one interleaved session, threads: {threads or '-'}; b<N>: full length, "
-                          "all-ones mask; b<N> real: dev sentences, batches padded to their longest")
+                          "all-ones mask; b<N> real: dev sentences, batches padded to their longest; CPU: " + cpu_description())
     for column in ("metric", *roles):
         table.add_column(column, justify="right")
     for label, key, fmt in rows:

@@ -13,6 +13,7 @@ mismatched shapes; :func:`load_pruned` rebuilds the pruned architecture and load
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,6 +73,19 @@ def keep_neurons(layer: nn.Module, neurons: Sequence[int]) -> None:
     layer.output.dense = keep_columns(layer.output.dense, index)
 
 
+def resize_layer(layer: nn.Module, hidden: int, heads: int, head_size: int, ffn: int) -> None:
+    """Give a ``BertLayer`` fresh (uninitialized) projections of the given widths (weights are loaded after)."""
+    attn, width = layer.attention.self, heads * head_size
+    device = attn.query.weight.device
+    for name in ("query", "key", "value"):
+        setattr(attn, name, nn.Linear(hidden, width, device=device))
+    layer.attention.output.dense = nn.Linear(width, hidden, device=device)
+    attn.num_attention_heads, attn.attention_head_size, attn.all_head_size = heads, head_size, width
+    attn.scaling = head_size**-0.5
+    layer.intermediate.dense = nn.Linear(hidden, ffn, device=device)
+    layer.output.dense = nn.Linear(ffn, hidden, device=device)
+
+
 def record_structure(model: PreTrainedModel) -> None:
     """Write the per-layer head counts and FFN sizes to ``model.config`` (see module docstring).
 
@@ -80,7 +94,9 @@ def record_structure(model: PreTrainedModel) -> None:
     layers = encoder_layers(model)
     heads = [layer.attention.self.num_attention_heads for layer in layers]
     ffn = [layer.intermediate.dense.out_features for layer in layers]
-    setattr(model.config, STRUCTURE_KEY, {"num_heads": heads, "intermediate_size": ffn})
+    head_size = layers[0].attention.self.attention_head_size
+    setattr(model.config, STRUCTURE_KEY, {"num_heads": heads, "intermediate_size": ffn, "head_size": head_size,
+                                          "hidden_size": model.config.hidden_size})
     if len(set(ffn)) == 1:
         model.config.intermediate_size = ffn[0]
 
@@ -92,9 +108,17 @@ def load_pruned(model_dir: str | Path, **kwargs) -> PreTrainedModel:
     """
     model_dir = Path(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_config(config, **kwargs)
     structure = getattr(config, STRUCTURE_KEY, None)
-    if structure:
+    if structure and "head_size" in structure:  # any widths (pruner=width): build with 1 head, then reshape
+        build = copy.deepcopy(config)
+        build.num_attention_heads = 1
+        model = AutoModelForSequenceClassification.from_config(build, **kwargs)
+        for layer, heads, ffn in zip(encoder_layers(model), structure["num_heads"], structure["intermediate_size"]):
+            resize_layer(layer, structure["hidden_size"], heads, structure["head_size"], ffn)
+        model.config.num_attention_heads = config.num_attention_heads  # the saved value (layers carry their own)
+    else:
+        model = AutoModelForSequenceClassification.from_config(config, **kwargs)
+    if structure and "head_size" not in structure:  # saved before head sizes were recorded
         for layer, heads, ffn in zip(encoder_layers(model), structure["num_heads"], structure["intermediate_size"]):
             keep_heads(layer.attention, range(heads))
             keep_neurons(layer, range(ffn))

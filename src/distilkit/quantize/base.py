@@ -33,6 +33,10 @@ class Converted:
     torch_model: nn.Module
     precision: str
     reference: nn.Module
+    parity_key: str = ""  # the parity tolerance (distilkit.measure.parity.RTOL) to check against; "" = precision
+
+    def __post_init__(self):
+        self.parity_key = self.parity_key or self.precision
 
 
 class Quantizer(ABC):

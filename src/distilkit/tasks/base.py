@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from distilkit.errors import ConfigError
+from distilkit.errors import ConfigError, config_group
 
 DEFAULT_TASKS = ("classification",)
 CHECKED_GROUPS = ("data", "teacher", "student", "loss")
@@ -56,12 +56,11 @@ class Task(ABC):
     def check_student(self, student, teacher) -> None:
         """After the student is built from the teacher."""
 
-    def check_compressors(self, pruner, quantizer, student) -> None:
-        for group, compressor in (("pruner", pruner), ("quantizer", quantizer)):
-            from distilkit.errors import config_group
-
+    def check_compressors(self, run, student) -> None:
+        """The vocabulary pruner, pruner and quantizer checked against the (meta-device) student."""
+        for group in ("vocab", "pruner", "quantizer"):
             with config_group(group):
-                compressor.check(student)
+                getattr(run, group).check(student)
 
     @abstractmethod
     def module(self, student, loss, optimizer, scheduler=None, teacher=None, compressors=None, log_prefix: str = ""):

@@ -30,6 +30,7 @@ from distilkit.measure.generation import generation_metrics
 from distilkit.measure.session import physical_cores
 from distilkit.measure.size import num_parameters, saved_size_mb
 from distilkit.prune.none import NoPruner
+from distilkit.prune.vocab import FullVocab
 from distilkit.quantize.none import NoQuantizer
 from distilkit.tasks.base import Task
 from distilkit.training.lm_module import LMDistillModule
@@ -93,9 +94,10 @@ class CausalLM(Task):
             "student=distil or scratch_lm)",
         )
 
-    def check_compressors(self, pruner, quantizer, student) -> None:
-        check(isinstance(pruner, NoPruner), "pruner", "task=causal_lm supports pruner=none in this version")
-        check(isinstance(quantizer, NoQuantizer), "quantizer", "task=causal_lm supports quantizer=none in this version")
+    def check_compressors(self, run, student) -> None:
+        check(type(run.vocab) is FullVocab, "vocab", "task=causal_lm supports vocab=full in this version")
+        check(isinstance(run.pruner, NoPruner), "pruner", "task=causal_lm supports pruner=none in this version")
+        check(isinstance(run.quantizer, NoQuantizer), "quantizer", "task=causal_lm supports quantizer=none in this version")
 
     def module(self, student, loss, optimizer, scheduler=None, teacher=None, compressors=None, log_prefix: str = ""):
         return LMDistillModule(student, loss, optimizer=optimizer, scheduler=scheduler, teacher=teacher, compressors=compressors,

@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification
 
 from distilkit.data.module import SPLITS
 from distilkit.errors import check, config_group
+from distilkit.export.fuse import fuse_all, fused_path
 from distilkit.export.onnx import export_onnx
 from distilkit.hashing import key_of
 from distilkit.losses import CrossEntropy
@@ -79,8 +80,10 @@ class Classification(Task):
         return export_onnx(model, path, data.max_length)
 
     def teacher_onnx(self, run, teacher, teacher_key: str) -> Path:
+        fuse = run.cfg.export.fuse
         path = Path(run.cfg.paths.cache_dir) / "teacher_onnx" / f"{teacher_key}-{run.data.max_length}.onnx"
-        return path if path.is_file() else export_onnx(teacher, path, run.data.max_length)
+        path = path if path.is_file() else export_onnx(teacher, path, run.data.max_length)
+        return fused_path(path) if fuse and fused_path(path).is_file() else fuse_all(fuse, path)[0]
 
     def predict(self, run, trained) -> dict[str, torch.Tensor]:
         return {split: predict_logits(trained, run.data.inputs(split)) for split in ("dev", "test")}
@@ -107,7 +110,7 @@ class Classification(Task):
         m["deploy/onnx_acc_gap_dev_pt"] = 100 * abs(m["deploy/onnx_dev_acc"] - m["student/dev_acc"])  # informational
         # parity: the deployable ONNX vs the trained model (as the quantizer emulates it), same dev batches
         dev = data.inputs("dev")
-        m |= parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.precision)
+        m |= parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deploy_onnx, dev), converted.parity_key)
         timings = self.time_models(run, teacher, teacher_onnx, converted, fp32_onnx, deploy_onnx)
         m = m | timings.metrics() | agreement_metrics(trained_logits, t_logits, m) | ratios(m, timings)
         return m | fidelity_metrics(trained_logits, teacher_logits, {s: data.labels(s) for s in trained_logits})
@@ -115,7 +118,8 @@ class Classification(Task):
     def time_models(self, run, teacher, teacher_onnx: Path, converted, fp32_onnx: Path, deploy_onnx: Path) -> Timings:
         """Latency of every role in every runtime, in ONE interleaved session (threads fixed): the ratios
         between roles come from the same stretch of time. Low-bit torch kernels are timed on the CPU."""
-        session = run.measure_spec.session(run.data.max_length, teacher.config.vocab_size, run.data.inputs("dev"))
+        vocab_size = min(teacher.config.vocab_size, getattr(converted.float_model.config, "vocab_size", teacher.config.vocab_size))  # random ids valid for both
+        session = run.measure_spec.session(run.data.max_length, vocab_size, run.data.inputs("dev"))
         student = converted.float_model
         session.add_torch("teacher", teacher)
         session.add_onnx("teacher", teacher_onnx)
