@@ -113,8 +113,9 @@ def test_layer_copy_student_equals_the_kept_teacher_layers():
         ([*LM, "data.max_length=64", "teacher.max_position_embeddings=32"], "data.max_length"),
         ([*LM, "student._target_=test_lm_pipeline.OtherVocabStudent"], "student"),
         ([*LM, "quantizer=ptq_dynamic"], "quantizer"),
+        ([*LM, "vocab=train"], "vocab"),
     ],
-    ids=["cls-teacher", "lm-teacher-cls-task", "cls-loss", "k>vocab", "block>context", "tokenizer-mismatch", "quantizer"],
+    ids=["cls-teacher", "lm-teacher-cls-task", "cls-loss", "k>vocab", "block>context", "tokenizer-mismatch", "quantizer", "vocab"],
 )
 def test_bad_input_names_key_and_leaves_nothing(overrides, key, compose_cfg, tmp_path):
     with pytest.raises(ConfigError) as err:
