@@ -109,8 +109,8 @@ def test_sigterm_ends_the_run_killed_with_one_line(tmp_path):
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["loss=foo"], "error: loss=foo is not an option of group 'loss'; available: ce, distilbert, intermediate, kd"),
-        (["-m", "loss=choice(kd,foo)"], "error: loss=foo is not an option of group 'loss'; available: ce, distilbert, intermediate, kd"),
+        (["loss=foo"], "error: loss=foo is not an option of group 'loss'; available: ce, distilbert, intermediate, kd, lm_ce, lm_fkl, lm_jsd, lm_rkl, lm_skew_kl"),
+        (["-m", "loss=choice(kd,foo)"], "error: loss=foo is not an option of group 'loss'; available: ce, distilbert, intermediate, kd, lm_ce, lm_fkl, lm_jsd, lm_rkl, lm_skew_kl"),
         (["no_such_key=1"], "error: Could not override 'no_such_key'. To append to your config use +no_such_key=1"),
         (["loss.T=0"], "error: loss.T: must be > 0, got 0"),
     ],

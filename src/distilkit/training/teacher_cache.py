@@ -38,14 +38,14 @@ class TeacherCache:
         """Hold around load -> (build, fine-tune, save): one job per key at a time (rank 0 of each job)."""
         return exclusive(self.root.parent / ".locks" / f"teacher-{key}.lock")
 
-    def load(self, key: str):
-        """``(model, tokenizer, meta)`` for ``key``, or None when absent or unreadable."""
+    def load(self, key: str, model_class=AutoModelForSequenceClassification):
+        """``(model, tokenizer, meta)`` for ``key`` (loaded with ``model_class``, the task's), or None when absent or unreadable."""
         entry = self.path(key)
         if not (entry / "meta.json").is_file():
             return None
         try:
             meta = json.loads((entry / "meta.json").read_text())
-            model = AutoModelForSequenceClassification.from_pretrained(entry, use_safetensors=True, trust_remote_code=False)
+            model = model_class.from_pretrained(entry, use_safetensors=True, trust_remote_code=False)
             tokenizer = AutoTokenizer.from_pretrained(entry, trust_remote_code=False)
         except Exception as err:  # any corruption: drop the entry and fine-tune again
             log.warning("teacher cache entry %s is unreadable (%s); recomputing", entry, str(err).splitlines()[0])
