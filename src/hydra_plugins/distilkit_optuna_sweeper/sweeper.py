@@ -49,7 +49,7 @@ class DistilkitOptunaSweeper(Sweeper):
         self.n_trials, self.n_jobs = n_trials, n_jobs
         self.storage_url, self.study_name = storage, study_name
         self.params = dict(params or {})
-        self.constraints = {str(k): float(v) for k, v in (constraints or {}).items()}
+        self.constraints = {str(k): float(v) for k, v in (constraints or {}).items() if v is not None}  # a null bound: no constraint
         self.catch, self.monitor = catch, monitor
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
 
