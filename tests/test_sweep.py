@@ -187,3 +187,14 @@ def test_objective_naming_no_logged_metric_lists_near_matches():
     with pytest.raises(ConfigError) as err:
         sweeper(objectives=["student/dev_ac"]).check_metric_names({"student/dev_acc": 0.9, "deploy/onnx_size_mb": 1.0})
     assert err.value.key == "hydra.sweeper.objectives" and "names no logged metric; did you mean student/dev_acc" in str(err.value)
+
+
+def test_compare_never_marks_an_infeasible_run_pareto_optimal():
+    from distilkit.tracking.compare import ACC, LATENCY, SIZE, Row, mark_pareto, table
+
+    fast = Row("a", "over budget", {ACC: 0.9, LATENCY: 1.0, SIZE: 1.0}, feasible=False)  # dominates the others
+    ok = Row("b", "within budget", {ACC: 0.8, LATENCY: 2.0, SIZE: 2.0})
+    worse = Row("c", "dominated", {ACC: 0.7, LATENCY: 3.0, SIZE: 3.0})
+    mark_pareto([fast, ok, worse])
+    assert (fast.pareto, ok.pareto, worse.pareto) == (False, True, False)
+    assert "| infeasible | over budget |" in table([fast, ok, worse])

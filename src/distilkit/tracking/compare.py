@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from mlflow.tracking import MlflowClient
 
 from distilkit.measure.latency import latency_name, speedup_name
-from distilkit.tracking.sweep import STUDY_TAG
+from distilkit.tracking.sweep import FEASIBLE_TAG, STUDY_TAG
 
 ACC = "deploy/onnx_dev_acc"
 LATENCY = f"deploy/{latency_name('onnxruntime', 'full', 1, 'p50_ms')}"
@@ -38,6 +38,7 @@ class Row:
     name: str
     metrics: dict[str, float]
     pareto: bool = False
+    feasible: bool = True  # False: the trial broke its sweep's constraints (a budget); never Pareto-optimal
 
 
 def load_runs(tracking_uri: str, experiment_name: str, sweep: str | None = None) -> list[Row]:
@@ -51,7 +52,8 @@ def load_runs(tracking_uri: str, experiment_name: str, sweep: str | None = None)
         is_run_id = len(sweep) == 32 and all(c in "0123456789abcdef" for c in sweep)
         query += f" and tags.mlflow.parentRunId = '{sweep}'" if is_run_id else f" and tags.`{STUDY_TAG}` = '{sweep}'"
     runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=5000)
-    rows = [Row(r.info.run_id, r.info.run_name or r.info.run_id[:8], dict(r.data.metrics)) for r in runs if ACC in r.data.metrics]
+    rows = [Row(r.info.run_id, r.info.run_name or r.info.run_id[:8], dict(r.data.metrics), feasible=r.data.tags.get(FEASIBLE_TAG) != "false")
+            for r in runs if ACC in r.data.metrics]
     return mark_pareto(sorted(rows, key=lambda r: -r.metrics[ACC]))
 
 
@@ -59,15 +61,17 @@ def mark_pareto(rows: list[Row]) -> list[Row]:
     def key(row):
         return [sign * row.metrics.get(m, float("nan")) for m, sign in OBJECTIVES]
 
+    candidates = [row for row in rows if row.feasible]
     for row in rows:
         mine = key(row)
-        row.pareto = not any(all(o >= m for o, m in zip(key(other), mine)) and key(other) != mine for other in rows if other is not row)
+        row.pareto = row.feasible and not any(
+            all(o >= m for o, m in zip(key(other), mine)) and key(other) != mine for other in candidates if other is not row)
     return rows
 
 
 def table(rows: list[Row], fmt: str = "md") -> str:
     header = ["pareto", "run", *COLUMNS]
-    body = [["*" if r.pareto else "", r.name, *(f"{r.metrics[m]:.4g}" if m in r.metrics else "" for m in COLUMNS.values())] for r in rows]
+    body = [["*" if r.pareto else ("" if r.feasible else "infeasible"), r.name, *(f"{r.metrics[m]:.4g}" if m in r.metrics else "" for m in COLUMNS.values())] for r in rows]
     if fmt == "csv":
         out = io.StringIO()
         csv.writer(out).writerows([header, *body])
