@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 # torch is installed first (a CPU wheel here); GPU users: make setup TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test test-all ui bench clean
+.PHONY: setup test test-all ui bench compare clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,9 @@ ui:
 bench:
 	$(BIN)/python bench/compress_sst2.py
 
+# runs side by side (Pareto-optimal marked): make compare [SWEEP=study_name] [FORMAT=md|csv] [PLOT=compare.png]
+compare:
+	PYTHONPATH=src $(BIN)/python -m compare --root . $(if $(SWEEP),--sweep $(SWEEP)) --format $(or $(FORMAT),md) $(if $(PLOT),--plot $(PLOT))
+
 clean:
-	rm -rf outputs multirun .cache mlartifacts mlflow.db
+	rm -rf outputs multirun .cache mlartifacts mlflow.db optuna.db

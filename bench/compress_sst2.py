@@ -115,6 +115,8 @@ COLUMNS = [  # (header, key in a row's results, format)
     ("vocab tokens", "vocab/tokens_kept", "{:.0f}"),
     ("word emb MB", "vocab/embedding_mb_after", "{:.2f}"),
     ("acc % of teacher", "retention", "{:.1%}"),
+    ("parity max diff / max logit", "deploy/parity_rel_logit_diff", "{:.4f}"),  # deployed ONNX vs trained model (measure/parity.py)
+    ("parity pass", "deploy/parity_pass", "{:.0f}"),
 ]
 TEACHER_AS_DEPLOY = {  # the teacher row, in the same columns
     "deploy/onnx_dev_acc": "teacher/dev_acc", "deploy/dev_acc": "teacher/dev_acc", "deploy/onnx_size_mb": "teacher/onnx_size_mb",

@@ -16,7 +16,7 @@ from distilkit.measure import parity
 torch.set_num_threads(1)
 art = Path(sys.argv[1])
 tok = AutoTokenizer.from_pretrained(art)
-rows = [l.split(" ", 1) for l in Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sst2" / "dev.txt".read_text().splitlines()]
+rows = [l.split(" ", 1) for l in (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sst2" / "dev.txt").read_text().splitlines()]
 labels = torch.tensor([int(r[0]) for r in rows])
 enc = tok([r[1] for r in rows], padding="max_length", truncation=True, max_length=64, return_tensors="pt")
 inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

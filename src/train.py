@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> float | None:
     from distilkit.errors import ConfigError, TrainingDiverged
     from distilkit.logs import quiet_libraries
     from distilkit.pipeline import GROUPS, run
+    from distilkit.training.distributed import check_multirun
 
     quiet_libraries()
     hydra_cfg = HydraConfig.get()
@@ -52,17 +53,19 @@ def main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode.name == "MULTIRUN":
         command += f"   (job {hydra_cfg.job.num} of: python -m train {' '.join(map(shlex.quote, sys.argv[1:]))})"
     try:
+        check_multirun(cfg.hardware, hydra_cfg.mode.name == "MULTIRUN")  # scale-out: ranks > 0 must not re-run a sweep
         metrics = run(cfg, choices, overrides, command)
-    except ConfigError as err:
-        fail(str(err))
-    except TrainingDiverged as err:
-        fail(str(err), EXIT_FAILED)
-    return metrics.get(cfg.get("objective") or "student/dev_acc")
+    except (ConfigError, TrainingDiverged) as err:
+        if hydra_cfg.mode.name == "MULTIRUN" and hydra_cfg.sweeper.get("catch"):
+            raise  # a sweeper that catches (hydra/sweeper=optuna) records the trial FAILED and goes on
+        fail(str(err), EXIT_BAD_INPUT if isinstance(err, ConfigError) else EXIT_FAILED)
+    return metrics  # every logged metric: the sweeper reads its objectives and constraints by name
 
 
 if __name__ == "__main__":
     from hydra.errors import HydraException
 
+    from distilkit.errors import ConfigError
     from distilkit.tracking.mlflow_run import RunInterrupted
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here, where they become one line
@@ -70,5 +73,11 @@ if __name__ == "__main__":
         main()
     except HydraException as err:
         fail(hydra_error_line(err))
+    except ConfigError as err:  # a sweeper's settings (hydra.sweeper.*)
+        fail(str(err))
+    except RuntimeError as err:
+        if type(err).__name__ != "TrialsFailed":  # the Optuna sweeper: every trial failed
+            raise
+        fail(str(err), EXIT_FAILED)
     except RunInterrupted as err:
         fail(f"{err}; the MLflow run is marked KILLED", EXIT_INTERRUPTED)

@@ -15,11 +15,22 @@ from distilkit.training.logit_store import LogitStore
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # Pruners and quantizers other than none train in short real runs in test_compress_runs.py: under
 # fast_dev_run training progress stays 0, so their schedules would never act.
+# Options made for another task (their class's ``tasks`` says so) run in tests/test_lm*.py.
+def classification_option(path: Path) -> bool:
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from distilkit.tasks import serves
+
+    target = OmegaConf.load(path).get("_target_")
+    return target is None or serves(get_class(target), "classification")
+
+
 GROUP_OPTIONS = [
     (g, p.stem)
     for g in ("data", "teacher", "student", "loss", "quantizer", "pruner", "hardware")
     for p in sorted((CONF / g).glob("*.yaml"))
-    if g not in ("quantizer", "pruner") or p.stem == "none"
+    if (g not in ("quantizer", "pruner") or p.stem == "none") and classification_option(p)
 ]
 
 
@@ -45,6 +56,9 @@ def test_every_option_composes_and_trains(group, option, compose_cfg, tiny_bert_
         cfg = compose_cfg(f"{group}={option}")  # composes everywhere; trains only where a GPU is
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
         pytest.skip("no GPU here")
+    if group == "hardware" and option in ("ddp", "ddp_cpu", "fsdp", "multi_node"):  # several processes per run
+        compose_cfg(f"{group}={option}")  # composes here; runs in tests/test_distributed_run.py (ddp_cpu), test_distributed.py
+        pytest.skip("multi-process option: exercised by tests/test_distributed*.py")
     overrides = option_overrides(group, option, tiny_bert_dir, text_lines_dir)
     cfg = compose_cfg(*overrides, "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}")
     metrics = run(cfg, {group: option})

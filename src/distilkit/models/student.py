@@ -1,4 +1,4 @@
-"""Students: DistilBERT-style layer copies of the teacher, or a smaller BERT from random init.
+"""Students: DistilBERT-style layer copies of the teacher (BERT or causal LM), or a smaller BERT from random init.
 
 ``DistilStudent`` (Sanh et al., 2019): same family and width as the teacher, fewer layers; the
 embeddings, pooler and classifier are copied and student layer ``i`` is a copy of teacher layer
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedModel
 
 from distilkit.errors import ConfigError, check
@@ -19,15 +20,27 @@ def default_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     return [round(i * teacher_layers / student_layers) for i in range(student_layers)]
 
 
+def layer_list_name(model: PreTrainedModel) -> str:
+    """The name of the model's stack of transformer layers: the ``ModuleList`` with ``num_hidden_layers``
+    entries (``bert.encoder.layer`` for BERT, ``model.layers`` for Llama-family causal LMs)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == model.config.num_hidden_layers:
+            return name
+    raise ConfigError("_target_", f"{type(model).__name__} has no list of {model.config.num_hidden_layers} layers to copy from")
+
+
 def copy_layers(teacher: PreTrainedModel, layer_map: list[int]) -> PreTrainedModel:
-    """A new model equal to ``teacher`` except that its encoder keeps only layers ``layer_map``, in order."""
+    """A new model equal to ``teacher`` except that its layer stack keeps only layers ``layer_map``, in order."""
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layer_map)
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer kinds (e.g. sliding window) follow their layers
+        config.layer_types = [config.layer_types[t] for t in layer_map]
     student = type(teacher)(config)
-    keep = {f"{teacher.base_model_prefix}.encoder.layer.{t}.": f"{teacher.base_model_prefix}.encoder.layer.{s}." for s, t in enumerate(layer_map)}
+    stack = layer_list_name(teacher)
+    keep = {f"{stack}.{t}.": f"{stack}.{s}." for s, t in enumerate(layer_map)}
     state = {}
     for name, tensor in teacher.state_dict().items():
-        if ".encoder.layer." not in name:
+        if not name.startswith(f"{stack}."):
             state[name] = tensor.clone()
             continue
         for src, dst in keep.items():
@@ -38,7 +51,10 @@ def copy_layers(teacher: PreTrainedModel, layer_map: list[int]) -> PreTrainedMod
 
 
 class DistilStudent:
-    """``num_layers`` (default: half the teacher's) or an explicit ``layer_map`` of teacher layer indices."""
+    """``num_layers`` (default: half the teacher's) or an explicit ``layer_map`` of teacher layer indices.
+    Serves both tasks: a BERT classifier's encoder layers or a causal LM's decoder layers are copied alike."""
+
+    tasks = ("classification", "causal_lm")
 
     def __init__(self, num_layers: int | None = None, layer_map: list[int] | None = None):
         if layer_map is not None:

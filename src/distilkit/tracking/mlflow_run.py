@@ -20,6 +20,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.tracking import MlflowClient
+from optuna.exceptions import TrialPruned
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
@@ -66,8 +67,12 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 class MlflowTracker:
-    def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str, run_name: str | None = None):
+    def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str, run_name: str | None = None,
+                 parent_run_id: str | None = None, tags: dict | None = None, register_as: str | None = None):
         self.tracking_uri = tracking_uri
+        self.register_as = register_as  # a registry name: the deployed ONNX model is registered under it
+        self.parent_run_id = parent_run_id  # a sweep's parent run: this run is nested under it
+        self.extra_tags = {str(k): str(v) for k, v in (tags or {}).items()}  # e.g. optuna.study, optuna.trial
         self.experiment_name = experiment_name
         self.artifact_location = Path(artifact_location).resolve().as_uri()
         self.run_name = run_name
@@ -91,8 +96,8 @@ class MlflowTracker:
             yield self
             return
         mlflow.set_tracking_uri(self.tracking_uri)
-        tags = {**tags, DESCRIPTION_TAG: description} if description else dict(tags)
-        active = mlflow.start_run(experiment_id=self._experiment_id(), run_name=name or self.run_name, tags=tags)
+        tags = {**tags, **self.extra_tags, DESCRIPTION_TAG: description} if description else {**tags, **self.extra_tags}
+        active = mlflow.start_run(experiment_id=self._experiment_id(), run_name=name or self.run_name, tags=tags, parent_run_id=self.parent_run_id)
         self.run_id = active.info.run_id
         received: list[int] = []
         try:
@@ -105,6 +110,10 @@ class MlflowTracker:
         except BaseException as err:
             # Lightning turns Ctrl-C inside fit into sys.exit(1) and SIGTERM into SIGTERMException
             interrupted = received or isinstance(err, (KeyboardInterrupt, SIGTERMException))
+            if isinstance(err, TrialPruned):  # an Optuna sweep stopped this trial early: KILLED, tagged PRUNED
+                mlflow.set_tag("optuna.state", "PRUNED")
+                mlflow.end_run(status="KILLED")
+                raise
             mlflow.end_run(status="KILLED" if interrupted else "FAILED")
             if interrupted:
                 raise RunInterrupted(received[0] if received else signal.SIGINT) from err
@@ -127,6 +136,23 @@ class MlflowTracker:
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
         if self.enabled:
             mlflow.log_artifacts(str(local_dir), artifact_path)
+
+    def log_deployed(self, onnx_path: Path, inputs: dict, dataset_name: str, dataset_digest: str) -> None:
+        """The deployable ONNX as an MLflow model (signature from a dev batch; registered under
+        ``register_as`` if set) and the data set as the run's input, so the UI's Models and Datasets
+        columns are filled."""
+        if not self.enabled:
+            return
+        import mlflow.data
+        import mlflow.onnx
+        import numpy as np
+        import onnx
+        from mlflow.models import infer_signature
+
+        example = {k: np.asarray(v[:2]).astype(np.int64) for k, v in inputs.items()}
+        mlflow.log_input(mlflow.data.from_numpy(example["input_ids"], name=dataset_name, digest=dataset_digest[:36]), context="dev")
+        mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="deploy_onnx", signature=infer_signature(example),
+                              pip_requirements=["onnxruntime"], registered_model_name=self.register_as, save_as_external_data=False)
 
     def lightning_logger(self):
         """A Lightning logger writing step metrics into this same run (its end status stays ours)."""

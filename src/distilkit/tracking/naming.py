@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 SHORT = {"alpha": "a", "num_layers": "L", "max_epochs": "ep"}
-QUIET_PREFIXES = ("paths.", "tracking.", "hydra.", "hardware.measure.", "data.path")
+QUIET_PREFIXES = ("paths.", "tracking.", "callbacks.", "hydra.", "hardware.measure.", "data.path")
 DEFAULT_OFF = "none"
 
 

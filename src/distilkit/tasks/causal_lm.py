@@ -1,0 +1,181 @@
+"""Causal-LM distillation: a causal-LM teacher's token distributions train a smaller causal-LM student.
+
+* models: ``AutoModelForCausalLM`` for teacher and student; teacher and student share one tokenizer
+  (the student is built from the teacher; a student whose vocabulary differs is refused at start).
+* stored teacher output: per token, the top ``top_k`` log-probs, their ids, the log of the remaining
+  mass and the log-prob of the real next token (:mod:`distilkit.training.topk_store`), keyed by
+  teacher, split content and k; ``top_k: null`` runs the full-vocabulary teacher online in training.
+* what the loss receives: token logits, the teacher's form, next-token labels and the padding mask
+  (:mod:`distilkit.training.lm_module`, :mod:`distilkit.losses.causal_lm`).
+* metrics: dev/test perplexity of teacher and student (exp of the mean next-token NLL over real
+  tokens), next-token top-1 agreement (student argmax = teacher's top-1), parameters, size on disk,
+  bytes per token of the stored teacher output, and CPU generation speed at batch 1 (greedy, KV
+  cache: time to first token, decode tokens/s; prompt and new-token counts logged as ``measure/gen_*``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForCausalLM
+
+from distilkit.data.module import SPLITS
+from distilkit.errors import ConfigError, check, config_group
+from distilkit.hashing import key_of
+from distilkit.losses.causal_lm import TokenCrossEntropy
+from distilkit.measure.generation import generation_metrics
+from distilkit.measure.session import physical_cores
+from distilkit.measure.size import num_parameters, saved_size_mb
+from distilkit.prune.none import NoPruner
+from distilkit.prune.vocab import FullVocab
+from distilkit.quantize.none import NoQuantizer
+from distilkit.tasks.base import Task
+from distilkit.training.lm_module import LMDistillModule
+from distilkit.training.topk_store import FIELDS, TopKStore, bytes_per_token, teacher_topk
+
+EVAL_SPLITS = ("dev", "test")
+
+
+class CausalLM(Task):
+    name = "causal_lm"
+    model_class = AutoModelForCausalLM
+    finetune_loss = TokenCrossEntropy
+
+    def __init__(self, top_k: int | None = 32, generation: dict | None = None):
+        check(top_k is None or top_k >= 1, "top_k", f"must be >= 1 or null (the full-vocabulary teacher online), got {top_k}")
+        gen = {"prompt_tokens": 32, "new_tokens": 32, "repeats": 3, **(generation or {})}
+        for key in ("prompt_tokens", "new_tokens", "repeats"):
+            check(gen[key] >= 1, f"generation.{key}", f"must be >= 1, got {gen[key]}")
+        check(gen["new_tokens"] >= 2, "generation.new_tokens", f"must be >= 2 (decode speed needs tokens after the first), got {gen['new_tokens']}")
+        self.top_k = top_k
+        self.generation = gen
+
+    @property
+    def stored_k(self) -> int:
+        """k of the store: ``top_k``, or 1 with an online teacher (dev/test metrics still come from the store)."""
+        return self.top_k or 1
+
+    def options_hint(self, group: str) -> str:
+        return {"data": "text_corpus", "teacher": "tiny_lm, smollm2", "student": "distil, scratch_lm",
+                "loss": "lm_ce, lm_fkl, lm_rkl, lm_jsd, lm_skew_kl"}.get(group, "see README")
+
+    # teacher and checks -------------------------------------------------------------------------
+    def _check_against(self, config, data) -> None:
+        context = getattr(config, "max_position_embeddings", None)
+        if context is not None and data.max_length > context:
+            raise ConfigError("data.max_length", f"is {data.max_length} but the teacher's context is {context} tokens; allowed 2..{context}")
+        with config_group("task"):
+            check(self.stored_k <= config.vocab_size, "top_k", f"is {self.top_k} but the teacher's vocabulary has {config.vocab_size} tokens; allowed 1..{config.vocab_size}")
+
+    def teacher_config(self, run):
+        with config_group("data"):
+            run.data.splits  # reads the corpus: an empty one fails here
+        with config_group("teacher"):
+            config = run.teacher_spec.config()
+        self._check_against(config, run.data)
+        return config
+
+    def build_teacher(self, spec, data):
+        return spec.build(data.texts("train"))
+
+    def check_teacher(self, model, data) -> None:
+        check(hasattr(model, "generate") and "CausalLM" in type(model).__name__, "teacher", f"{type(model).__name__} is not a causal LM")
+        self._check_against(model.config, data)
+
+    def check_student(self, student, teacher) -> None:
+        check(
+            student.config.vocab_size == teacher.config.vocab_size,
+            "student",
+            f"tokenizer mismatch: the student's vocabulary has {student.config.vocab_size} tokens, the teacher's "
+            f"{teacher.config.vocab_size}; teacher and student must share one tokenizer (build the student from the teacher: "
+            "student=distil or scratch_lm)",
+        )
+
+    def check_compressors(self, run, student) -> None:
+        check(type(run.vocab) is FullVocab, "vocab", "task=causal_lm supports vocab=full in this version")
+        check(isinstance(run.pruner, NoPruner), "pruner", "task=causal_lm supports pruner=none in this version")
+        check(isinstance(run.quantizer, NoQuantizer), "quantizer", "task=causal_lm supports quantizer=none in this version")
+
+    def module(self, student, loss, optimizer, scheduler=None, teacher=None, compressors=None, log_prefix: str = ""):
+        return LMDistillModule(student, loss, optimizer=optimizer, scheduler=scheduler, teacher=teacher, compressors=compressors,
+                               log_prefix=log_prefix, online_teacher=self.top_k is None)
+
+    # stored teacher outputs -----------------------------------------------------------------------
+    def teacher_outputs(self, run, teacher, teacher_key: str) -> dict[str, dict[str, torch.Tensor]]:
+        store = TopKStore(run.cfg.paths.cache_dir)
+        out = {}
+        for split in SPLITS:
+            inputs = run.data.inputs(split)
+            key = key_of(teacher_key, split, inputs["input_ids"], inputs["attention_mask"], {"top_k": self.stored_k})
+            shape = (len(inputs["input_ids"]), run.data.max_length - 1, self.stored_k)
+            out[split] = store.get_or_compute(key, shape, lambda: teacher_topk(teacher, inputs, self.stored_k))
+        return out
+
+    def attach(self, data, outputs) -> None:
+        if self.top_k is not None:
+            data.attach_teacher_outputs({name: outputs["train"][name] for name in FIELDS if name != "target"})
+
+    # evaluation and measurements ------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, run, trained) -> dict[str, dict[str, torch.Tensor]]:
+        """Per dev/test block: the student's log-prob of each real next token and its top-1 token."""
+        trained.eval()
+        out = {}
+        for split in EVAL_SPLITS:
+            inputs = run.data.inputs(split)
+            target, top1 = [], []
+            for start in range(0, len(inputs["input_ids"]), 8):
+                ids, mask = inputs["input_ids"][start : start + 8], inputs["attention_mask"][start : start + 8]
+                log_q = torch.log_softmax(trained(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+                target.append(log_q.gather(-1, ids[:, 1:, None]).squeeze(-1))
+                top1.append(log_q.argmax(-1))
+            out[split] = {"target": torch.cat(target), "top1": torch.cat(top1)}
+        return out
+
+    def measure(self, run, teacher, teacher_key, outputs, predicted, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
+        data, student = run.data, converted.float_model
+        m: dict[str, float] = {}
+        for split in EVAL_SPLITS:
+            real = data.inputs(split)["attention_mask"]
+            real = (real[:, 1:] * real[:, :-1]).bool()
+            n = int(real.sum())
+            m[f"teacher/{split}_ppl"] = math.exp(-float(outputs[split]["target"][real].double().sum()) / n)
+            m[f"student/{split}_ppl"] = math.exp(-float(predicted[split]["target"][real].double().sum()) / n)
+            m[f"student/{split}_nll"] = -float(predicted[split]["target"][real].double().sum()) / n
+            m[f"student/agreement_{split}"] = float((predicted[split]["top1"][real] == outputs[split]["indices"][..., 0][real].long()).float().mean())
+            m[f"measure/{split}_tokens"] = n
+        for role, model in (("teacher", teacher), ("student", student)):
+            m[f"{role}/params"] = num_parameters(model)
+            m[f"{role}/size_mb"] = saved_size_mb(model)
+        m["student/ppl_ratio_vs_teacher_dev"] = m["student/dev_ppl"] / m["teacher/dev_ppl"]
+        m["measure/teacher_topk"] = self.top_k or 0
+        m["measure/teacher_store_bytes_per_token"] = bytes_per_token(self.stored_k)
+        gen = self.generation
+        first = data.encoded["dev"]["input_ids"][0]
+        prompt = torch.tensor([first[: gen["prompt_tokens"]]], dtype=torch.long)
+        threads = run.measure_spec.threads or physical_cores()
+        m |= generation_metrics({"teacher": teacher, "student": student}, prompt, gen["new_tokens"], gen["repeats"], threads)
+        m["student/gen_decode_speedup_vs_teacher"] = m["student/gen_decode_tokens_per_s"] / m["teacher/gen_decode_tokens_per_s"]
+        return m
+
+    def print_table(self, metrics: dict[str, float], run) -> None:
+        rows = [("dev perplexity", "dev_ppl", "{:.2f}"), ("test perplexity", "test_ppl", "{:.2f}"), ("top-1 agreement (dev)", "agreement_dev", "{:.3f}"),
+                ("params (M)", "params", "{:.2f}"), ("size (MB)", "size_mb", "{:.2f}"), ("time to first token (ms)", "gen_ttft_ms", "{:.1f}"),
+                ("decode (tokens/s)", "gen_decode_tokens_per_s", "{:.1f}")]
+        table = Table(title="distilkit causal LM: teacher vs student",
+                      caption=f"generation: batch 1, greedy, KV cache, prompt {int(metrics['measure/gen_prompt_tokens'])} tokens, "
+                              f"{int(metrics['measure/gen_new_tokens'])} new, {int(metrics['measure/gen_threads'])} threads; teacher store: "
+                              f"top-{int(metrics['measure/teacher_topk']) or 'full (online)'}")
+        for column in ("metric", "teacher", "student"):
+            table.add_column(column, justify="right")
+        for label, key, fmt in rows:
+            cells = []
+            for role in ("teacher", "student"):
+                value = metrics.get(f"{role}/{key}")
+                value = value / 1e6 if value is not None and key == "params" else value
+                cells.append("-" if value is None else fmt.format(value))
+            table.add_row(label, *cells)
+        Console().print(table)

@@ -1,0 +1,101 @@
+"""Compare runs: an experiment's or a sweep's runs side by side, Pareto-optimal ones marked.
+
+Columns are the metrics the pipeline logs (names from ``distilkit.measure``): the deployed model's
+dev accuracy, the student's retention of the teacher's accuracy, the deployable ONNX size, its
+onnxruntime latency at batch 1 (full length) and the speed-up and size ratio against the teacher.
+A run is Pareto-optimal when no other run is at least as good on accuracy, latency and size and
+better on one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from mlflow.tracking import MlflowClient
+
+from distilkit.measure.latency import latency_name, speedup_name
+from distilkit.tracking.sweep import FEASIBLE_TAG, STUDY_TAG
+
+ACC = "deploy/onnx_dev_acc"
+LATENCY = f"deploy/{latency_name('onnxruntime', 'full', 1, 'p50_ms')}"
+SIZE = "deploy/onnx_size_mb"
+COLUMNS = {  # header -> metric
+    "dev acc": ACC,
+    "retention": "student/retention_dev",
+    "ONNX MB": SIZE,
+    "ort b1 ms": LATENCY,
+    "speed-up b1": f"deploy/{speedup_name('onnxruntime', 'full', 1, 'teacher')}",
+    "size ratio": "deploy/size_ratio_vs_teacher",
+}
+OBJECTIVES = ((ACC, 1), (LATENCY, -1), (SIZE, -1))  # (metric, +1 maximize / -1 minimize)
+
+
+@dataclass
+class Row:
+    run_id: str
+    name: str
+    metrics: dict[str, float]
+    pareto: bool = False
+    feasible: bool = True  # False: the trial broke its sweep's constraints (a budget); never Pareto-optimal
+
+
+def load_runs(tracking_uri: str, experiment_name: str, sweep: str | None = None) -> list[Row]:
+    """FINISHED runs of ``experiment_name``; with ``sweep`` (a study name or a parent run id) only its trials."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise LookupError(f"no experiment {experiment_name!r} in {tracking_uri}")
+    query = "attributes.status = 'FINISHED'"
+    if sweep:
+        is_run_id = len(sweep) == 32 and all(c in "0123456789abcdef" for c in sweep)
+        query += f" and tags.mlflow.parentRunId = '{sweep}'" if is_run_id else f" and tags.`{STUDY_TAG}` = '{sweep}'"
+    runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=5000)
+    rows = [Row(r.info.run_id, r.info.run_name or r.info.run_id[:8], dict(r.data.metrics), feasible=r.data.tags.get(FEASIBLE_TAG) != "false")
+            for r in runs if ACC in r.data.metrics]
+    return mark_pareto(sorted(rows, key=lambda r: -r.metrics[ACC]))
+
+
+def mark_pareto(rows: list[Row]) -> list[Row]:
+    def key(row):
+        return [sign * row.metrics.get(m, float("nan")) for m, sign in OBJECTIVES]
+
+    candidates = [row for row in rows if row.feasible]
+    for row in rows:
+        mine = key(row)
+        row.pareto = row.feasible and not any(
+            all(o >= m for o, m in zip(key(other), mine)) and key(other) != mine for other in candidates if other is not row)
+    return rows
+
+
+def table(rows: list[Row], fmt: str = "md") -> str:
+    header = ["pareto", "run", *COLUMNS]
+    body = [["*" if r.pareto else ("" if r.feasible else "infeasible"), r.name, *(f"{r.metrics[m]:.4g}" if m in r.metrics else "" for m in COLUMNS.values())] for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        csv.writer(out).writerows([header, *body])
+        return out.getvalue()
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body]) + "\n"
+
+
+def plot(rows: list[Row], path: str) -> None:
+    """Accuracy vs latency and accuracy vs size, Pareto-optimal runs filled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (metric, label) in zip(axes, ((LATENCY, "ort latency b1 p50 (ms)"), (SIZE, "ONNX size (MB)"))):
+        for pareto in (False, True):
+            pts = [r for r in rows if r.pareto == pareto and metric in r.metrics]
+            ax.scatter([r.metrics[metric] for r in pts], [r.metrics[ACC] for r in pts], marker="o",
+                       facecolors="C0" if pareto else "none", edgecolors="C0", label="Pareto-optimal" if pareto else "other")
+        ax.set_xlabel(label)
+        ax.set_ylabel("deployed dev accuracy")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
