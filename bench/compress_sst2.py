@@ -188,6 +188,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="student epochs per row")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     parser.add_argument("--time-only", action="store_true", help="train nothing; re-time the kept ONNX files of the saved rows")
+    parser.add_argument("--render", action="store_true", help="train and time nothing; rewrite the markdown table from the saved json")
     parser.add_argument("--tiny", action="store_true", help="smoke test: the synthetic task and a tiny scratch teacher instead of SST-2/MiniLM")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the results files and kept ONNX go (default bench/results)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run and the timing session, e.g. hardware.measure.threads=2")
@@ -203,6 +204,9 @@ def main() -> None:
     previous = json.loads(saved.read_text()) if saved.is_file() else {}
     results: dict[str, dict[str, float]] = previous.get("rows", {})
     epochs = previous.get("epochs") if args.time_only else args.epochs
+    if args.render:
+        (RESULTS / "compress_sst2.md").write_text(f"{previous['setup']}\n\n{table(results)}\n")
+        return
     common = [f"paths.root_dir={RESULTS.parent if args.tiny else ROOT}", *(TINY if args.tiny else COMMON), *args.overrides]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for name in [] if args.time_only else args.rows.split(","):
