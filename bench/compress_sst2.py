@@ -132,7 +132,8 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def retime(teacher_onnx: Path, row_onnx: dict[str, Path], spec: MeasureSpec, seq_len: int, vocab_size: int, dev_inputs) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+def retime(teacher_onnx: Path, row_onnx: dict[str, Path], spec: MeasureSpec, seq_len: int, vocab_size: int, dev_inputs,
+           teacher_fused: Path | None = None) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """Time the teacher and every row's ONNX in one interleaved onnxruntime session; per row (and
     ``teacher``) its latency cells and speed-ups vs the teacher, all from that session; and the threads."""
     # ids valid for every model (vocab-pruned rows have smaller tables): latency depends on shapes, not on which ids
@@ -140,8 +141,8 @@ def retime(teacher_onnx: Path, row_onnx: dict[str, Path], spec: MeasureSpec, seq
     session = spec.session(seq_len, vocab_size, dev_inputs)
     session.add_onnx("teacher", teacher_onnx)
     names = ["teacher", *row_onnx]
-    if TEACHER_FUSED.is_file():
-        session.add_onnx("teacher_fused", TEACHER_FUSED)
+    if teacher_fused is not None:  # the fused teacher, timed beside the plain one
+        session.add_onnx("teacher_fused", teacher_fused)
         names.insert(1, "teacher_fused")
     for name, path in row_onnx.items():
         session.add_onnx(name, path)
@@ -231,7 +232,7 @@ def main() -> None:
     missing = [name for name in ROWS if name in results and name not in kept]
     dev = torch.load(DEV_INPUTS)
     vocab_size = int(min([dev["vocab_size"], *[results[name].get("vocab/tokens_kept", dev["vocab_size"]) for name in kept]]))
-    cells, threads = retime(TEACHER_ONNX, kept, spec, dev["max_length"], vocab_size, dev)
+    cells, threads = retime(TEACHER_ONNX, kept, spec, dev["max_length"], vocab_size, dev, TEACHER_FUSED if TEACHER_FUSED.is_file() else None)
     for name, row_cells in cells.items():
         results.setdefault(name, {}).update(row_cells)
     note = (f"onnxruntime {onnxruntime.__version__}, {threads.get(ORT)} intra-op threads (inter-op 1, no spinning), one interleaved "
