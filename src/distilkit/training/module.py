@@ -17,14 +17,12 @@ from distilkit.losses.outputs import Needs, Outputs
 ONLINE = (Needs.HIDDEN, Needs.HIDDEN_AND_ATTENTIONS)
 
 
-class DistillModule(L.LightningModule):
-    """Trains ``student`` with ``loss``. Teacher logits arrive in the batch (``teacher_logits``) from the
-    soft-label store; a loss that needs hidden states or attentions gets the frozen teacher run online.
-
-    ``compressors`` (``{"pruner": ..., "quantizer": ...}``, applied in that order) are prepare/convert
-    pairs: ``prepare`` runs in ``setup("fit")``, ``on_train_progress`` before every batch; ``convert``
-    is the pipeline's, after fit. Their config errors are reported under their group's key.
-    """
+class StudentModule(L.LightningModule):
+    """What every task's module shares: the student and its loss, the optimizer and scheduler factories,
+    the compressors (``{"pruner": ..., "quantizer": ...}``, applied in that order: ``prepare`` in
+    ``setup("fit")``, ``on_train_progress`` before every batch; ``convert`` is the pipeline's, after fit;
+    their config errors reported under their group's key) and a frozen teacher (``None`` when the loss
+    doesn't run it) that stays in eval mode. Subclasses say what a step feeds the loss and what they validate."""
 
     def __init__(
         self,
@@ -39,19 +37,15 @@ class DistillModule(L.LightningModule):
         super().__init__()
         self.student = student
         self.loss = loss
-        self.teacher = teacher.eval().requires_grad_(False) if loss.needs in ONLINE else None
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.compressors = dict(compressors or {})
         self.prefix = log_prefix
-        self.val_acc = MulticlassAccuracy(num_classes=student.config.num_labels, average="micro")
-        self._restore_attention = None
 
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        if self.loss.needs == Needs.HIDDEN_AND_ATTENTIONS:  # attention maps before dropout (losses/attention.py)
-            self._restore_attention = use_attention_kernel(self.student, self.teacher)
         for group, compressor in self.compressors.items():
             with config_group(group):
                 self.student = compressor.prepare(self.student)
@@ -59,15 +53,58 @@ class DistillModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
 
-    def on_fit_end(self) -> None:
-        if self._restore_attention is not None:
-            self._restore_attention()
-
     def train(self, mode: bool = True):
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()  # the teacher never trains: no dropout
         return self
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        fraction = self.global_step / max(1, self.trainer.estimated_stepping_batches)
+        for compressor in self.compressors.values():
+            compressor.on_train_progress(self.student, fraction)
+
+    def log_loss(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Log the loss and each of its terms; return them ("loss" is what Lightning optimizes; callbacks see every term)."""
+        self.log(f"{self.prefix}train/loss", parts["loss"], prog_bar=True)
+        self.log_dict({f"{self.prefix}train/{k}": v for k, v in parts.items() if k != "loss"})
+        return parts
+
+    def configure_optimizers(self):
+        params = [p for m in (self.student, self.loss) for p in m.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class DistillModule(StudentModule):
+    """Sequence classification. Teacher logits arrive in the batch (``teacher_logits``) from the soft-label
+    store; a loss that needs hidden states or attentions gets the frozen teacher run online."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        loss: DistillLoss,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        teacher: nn.Module | None = None,
+        compressors: Mapping[str, object] | None = None,
+        log_prefix: str = "",
+    ):
+        super().__init__(student, loss, optimizer, scheduler, teacher if loss.needs in ONLINE else None, compressors, log_prefix)
+        self.val_acc = MulticlassAccuracy(num_classes=student.config.num_labels, average="micro")
+        self._restore_attention = None
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.loss.needs == Needs.HIDDEN_AND_ATTENTIONS:  # attention maps before dropout (losses/attention.py)
+            self._restore_attention = use_attention_kernel(self.student, self.teacher)
+        super().setup(stage)
+
+    def on_fit_end(self) -> None:
+        if self._restore_attention is not None:
+            self._restore_attention()
 
     def _run(self, model: nn.Module, batch: dict) -> Outputs:
         deep = self.loss.needs in ONLINE
@@ -87,26 +124,10 @@ class DistillModule(L.LightningModule):
         with torch.no_grad():
             return self._run(self.teacher, batch)
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        fraction = self.global_step / max(1, self.trainer.estimated_stepping_batches)
-        for compressor in self.compressors.values():
-            compressor.on_train_progress(self.student, fraction)
-
     def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        parts = self.loss(self._run(self.student, batch), self._teacher(batch), batch["labels"], batch["attention_mask"])
-        self.log(f"{self.prefix}train/loss", parts["loss"], prog_bar=True)
-        self.log_dict({f"{self.prefix}train/{k}": v for k, v in parts.items() if k != "loss"})
-        return parts  # "loss" is what Lightning optimizes; callbacks see every term
+        return self.log_loss(self.loss(self._run(self.student, batch), self._teacher(batch), batch["labels"], batch["attention_mask"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         self.val_acc(logits, batch["labels"])
         self.log(f"{self.prefix}val/acc", self.val_acc, prog_bar=True)
-
-    def configure_optimizers(self):
-        params = [p for m in (self.student, self.loss) for p in m.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
