@@ -29,8 +29,9 @@ class Example(NamedTuple):
     label: int
 
 
-class _Rows(Dataset):
-    """Row i of a tokenized split: its token ids (unpadded), label and, once attached, teacher logits."""
+class Columns(Dataset):
+    """Row i of a tokenized split stored as columns: e.g. its token ids (unpadded), label and, once
+    attached, the teacher's stored outputs. Shared by every task's data module."""
 
     def __init__(self, columns: dict):
         self.columns = columns
@@ -124,7 +125,7 @@ class TextClassificationData(L.LightningDataModule):
         self.encoded["train"]["teacher_logits"] = logits
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        rows, collate = _Rows(self.encoded[split]), Collate(self.pad_id)
+        rows, collate = Columns(self.encoded[split]), Collate(self.pad_id)
         if shuffle and self.bucket_by_length:
             sampler = LengthBucketBatchSampler(RandomSampler(rows), self.batch_size, False, self.lengths(split))
             return DataLoader(rows, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)

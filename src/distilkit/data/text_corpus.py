@@ -20,10 +20,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from distilkit.data.batching import batches_of, pad_batch
-from distilkit.data.module import SPLITS
+from distilkit.data.module import SPLITS, Columns
 from distilkit.data.text_lines import read_text
 from distilkit.errors import ConfigError, check
 
@@ -43,17 +43,6 @@ def split_text(text: str, dev_fraction: float, test_fraction: float) -> dict[str
     dev_start = cut(1 - dev_fraction - test_fraction)
     test_start = max(dev_start, cut(1 - test_fraction))
     return {"train": text[:dev_start], "dev": text[dev_start:test_start], "test": text[test_start:]}
-
-
-class _Blocks(Dataset):
-    def __init__(self, columns: dict):
-        self.columns = columns
-
-    def __len__(self) -> int:
-        return len(self.columns["input_ids"])
-
-    def __getitem__(self, i: int) -> dict:
-        return {k: v[i] for k, v in self.columns.items()}
 
 
 class CollateBlocks:
@@ -185,7 +174,7 @@ class TextCorpusData(L.LightningDataModule):
             self.encoded["train"][f"teacher_{key}"] = value
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(_Blocks(self.encoded[split]), batch_size=self.batch_size, shuffle=shuffle,
+        return DataLoader(Columns(self.encoded[split]), batch_size=self.batch_size, shuffle=shuffle,
                           collate_fn=CollateBlocks(self.pad_id), num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
