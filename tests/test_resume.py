@@ -83,12 +83,13 @@ def test_killed_run_resumes_in_the_same_run_with_the_same_metrics(compose_cfg, t
     monkeypatch.undo()
 
     runs = mlflow_runs(root)
-    assert list(runs["run_id"]) == list(killed["run_id"])  # one run: the killed one, continued
+    assert list(runs["run_id"]) == list(killed["run_id"])  # one run: the killed one, continued (none added)
     assert list(runs["status"]) == ["FINISHED"]
     assert runs["tags.resumed_from_step"][0] == str(CKPT_EVERY)
     assert not (root / "checkpoints").exists() or not any((root / "checkpoints").iterdir())  # a finished run drops them
 
-    reference = run(compose_cfg(f"paths.root_dir={tmp_path / 'reference'}", *RESUMABLE, f"paths.cache_dir={cache}"), {})
+    # the uninterrupted run: same store (a new sqlite store costs seconds of migrations), its own experiment
+    reference = run(compose_cfg(f"paths.root_dir={root}", *RESUMABLE, f"paths.cache_dir={cache}", "tracking.experiment_name=reference"), {})
     assert final_metrics(resumed) == final_metrics(reference)
     assert "student/dev_nll" in final_metrics(resumed) and "student/size_mb" in final_metrics(resumed)
     logged = runs.filter(like="metrics.student/dev_nll").iloc[0, 0]
