@@ -36,7 +36,7 @@ from distilkit.models.custom import build_student, check_serves
 from distilkit.training.logit_store import LogitStore
 from distilkit.training.teacher_cache import TeacherCache
 from distilkit.training.distributed import apply_hardware, check_hardware
-from distilkit.training.checkpoint import ResumeState, resume_point
+from distilkit.training.checkpoint import Checkpointing, ResumeState, resume_point
 from distilkit.training.compile import CompileStudent
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Run:
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
         self.trainer_overrides = check_hardware(cfg.hardware)  # devices, nodes, launcher, bf16 (scale-out)
         self.tracker = instantiate(cfg.tracking)
-        self.checkpointing = build_group(cfg, "checkpoint")
+        self.checkpointing = build_group(cfg, "checkpoint") if "checkpoint" in cfg else Checkpointing(every_n_steps=None)
         self.resume = resume_point(cfg, self.checkpointing)  # resume=true with nothing to resume: ConfigError here, before any run
         self.resumed_from_step: int | None = None
         self.teacher_cache = TeacherCache(cfg.paths.cache_dir)
@@ -221,7 +221,7 @@ class Run:
     def __call__(self) -> dict[str, float]:
         checked = self.preflight()
         params = OmegaConf.to_container(self.cfg, resolve=True)
-        params.pop("resume")  # a resumed run logs its params again into the same run: they must not differ
+        params.pop("resume", None)  # a resumed run logs its params again into the same run: they must not differ
         overrides = [o for o in self.overrides if o.lstrip("+~").partition("=")[0] != "resume"]
         name = self.tracker.run_name or run_name(self.choices, overrides, checked.student_layers)
         with self.tracker.run(params=params, tags=self.choices, name=name, description=self.command, run_id=self.resume.run_id):
