@@ -267,9 +267,9 @@ def reparity(name: str, cfg) -> dict[str, float]:
 
     uri = cfg.tracking.tracking_uri
     client = mlflow.MlflowClient(uri)
-    [run] = mlflow.search_runs(experiment_names=[cfg.tracking.experiment_name], filter_string=f"tags.bench = '{name}' and "
-                               "attributes.status = 'FINISHED'", order_by=["start_time DESC"], max_results=1,
-                               output_format="list", tracking_uri=uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.bench = '{name}' and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
     with tempfile.TemporaryDirectory() as tmp:
         art = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="student", dst_path=tmp, tracking_uri=uri))
         quantizer = instantiate(cfg.quantizer)

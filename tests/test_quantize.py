@@ -428,6 +428,25 @@ def test_parity_verdict():
     assert parity.parity_metrics(trained, trained * float("nan"), "int8")[parity.PASS] == 0.0
 
 
+def test_parity_low_bit_verdict_is_on_the_99th_percentile_row():
+    """int8/int4: a rare row whose flipped activation codes cascaded (a few in a thousand) passes, a difference
+    in most rows (a deployment computing something else) fails; fp32 still checks every row."""
+    generator = torch.Generator().manual_seed(0)
+    trained = torch.randn(1000, 2, generator=generator)  # largest |logit| ~3.3
+    scale = float(trained.abs().max())
+    rare = trained.clone()
+    rare[:5] += 0.5 * scale  # 5 rows of 1000 far off
+    metrics = parity.parity_metrics(trained, rare, "int8")
+    assert metrics[parity.REL] == pytest.approx(0.5, rel=1e-5) and metrics[parity.P99_REL] == 0.0
+    assert metrics[parity.PASS] == 1.0 and metrics[parity.QUANTILE] == 0.99
+    assert "p99 row |dlogit| 0.00% <= 5.00%" in parity.parity_summary(metrics)
+    assert parity.parity_metrics(trained, rare, "fp32")[parity.PASS] == 0.0  # fp32: the max row decides
+    most = trained + 0.06 * scale * torch.rand(1000, 2, generator=generator).round()  # ~3 of 4 rows off by 6 %
+    metrics = parity.parity_metrics(trained, most, "int8")
+    assert metrics[parity.P99_REL] == pytest.approx(0.06, rel=1e-4) and metrics[parity.PASS] == 0.0
+    assert "parity FAIL (p99 row |dlogit| 6.00% > 5.00%" in parity.parity_summary(metrics)
+
+
 def negate_classifier(path: Path) -> Path:
     """The ONNX model at ``path`` with its classifier weight and bias negated, in place: logits change sign."""
     model = onnx.load(str(path))
