@@ -112,7 +112,7 @@ def test_layer_copy_student_equals_the_kept_teacher_layers():
         ([*LM, "task.top_k=100000"], "task.top_k"),
         ([*LM, "data.max_length=64", "teacher.max_position_embeddings=32"], "data.max_length"),
         ([*LM, "student._target_=test_lm_pipeline.OtherVocabStudent"], "student"),
-        ([*LM, "quantizer=ptq_dynamic"], "quantizer"),
+        ([*LM, "quantizer=ptq_static"], "quantizer"),
         ([*LM, "vocab=train"], "vocab"),
     ],
     ids=["cls-teacher", "lm-teacher-cls-task", "cls-loss", "k>vocab", "block>context", "tokenizer-mismatch", "quantizer", "vocab"],

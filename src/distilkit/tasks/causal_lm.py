@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import torch
 from rich.console import Console
@@ -27,11 +27,12 @@ from distilkit.errors import ConfigError, check, config_group
 from distilkit.hashing import key_of
 from distilkit.losses.causal_lm import TokenCrossEntropy
 from distilkit.measure.generation import generation_metrics
+from distilkit.measure.lm_quality import mean_nll, next_token_predictions, perplexity, real_positions, state_dict_mb
 from distilkit.measure.session import physical_cores
 from distilkit.measure.size import num_parameters, saved_size_mb
 from distilkit.prune.none import NoPruner
 from distilkit.prune.vocab import FullVocab
-from distilkit.quantize.none import NoQuantizer
+from distilkit.quantize.ptq_static import PTQStaticQuantizer
 from distilkit.tasks.base import Task
 from distilkit.training.lm_module import LMDistillModule
 from distilkit.training.topk_store import FIELDS, TopKStore, bytes_per_token, teacher_topk
@@ -44,7 +45,7 @@ class CausalLM(Task):
     model_class = AutoModelForCausalLM
     finetune_loss = TokenCrossEntropy
 
-    def __init__(self, top_k: int | None = 32, generation: dict | None = None):
+    def __init__(self, top_k: int | None = 32, generation: dict | None = None, keep_fp32: Sequence[str] = ()):
         check(top_k is None or top_k >= 1, "top_k", f"must be >= 1 or null (the full-vocabulary teacher online), got {top_k}")
         gen = {"prompt_tokens": 32, "new_tokens": 32, "repeats": 3, **(generation or {})}
         for key in ("prompt_tokens", "new_tokens", "repeats"):
@@ -52,6 +53,7 @@ class CausalLM(Task):
         check(gen["new_tokens"] >= 2, "generation.new_tokens", f"must be >= 2 (decode speed needs tokens after the first), got {gen['new_tokens']}")
         self.top_k = top_k
         self.generation = gen
+        self.keep_fp32 = tuple(keep_fp32)  # the quantizers' default keep_fp32 under this task (conf/quantizer/*.yaml read it)
 
     @property
     def stored_k(self) -> int:
@@ -97,7 +99,10 @@ class CausalLM(Task):
     def check_compressors(self, run, student) -> None:
         check(type(run.vocab) is FullVocab, "vocab", "task=causal_lm supports vocab=full in this version")
         check(isinstance(run.pruner, NoPruner), "pruner", "task=causal_lm supports pruner=none in this version")
-        check(isinstance(run.quantizer, NoQuantizer), "quantizer", "task=causal_lm supports quantizer=none in this version")
+        check(not isinstance(run.quantizer, PTQStaticQuantizer), "quantizer",
+              "ptq_static calibrates onnxruntime's static int8 kernels, but task=causal_lm deploys the student in torch "
+              "(generation with the KV cache); use ptq_dynamic (int8), qat_int8 or qat_int4 (4-bit weights)")
+        super().check_compressors(run, student)  # keep_fp32 and group sizes against the student's modules
 
     def module(self, student, loss, optimizer, scheduler=None, teacher=None, compressors=None, log_prefix: str = ""):
         return LMDistillModule(student, loss, optimizer=optimizer, scheduler=scheduler, teacher=teacher, compressors=compressors,
@@ -119,34 +124,28 @@ class CausalLM(Task):
             data.attach_teacher_outputs({name: outputs["train"][name] for name in FIELDS if name != "target"})
 
     # evaluation and measurements ------------------------------------------------------------------
-    @torch.inference_mode()
     def predict(self, run, trained) -> dict[str, dict[str, torch.Tensor]]:
         """Per dev/test block: the student's log-prob of each real next token and its top-1 token."""
-        trained.eval()
-        out = {}
-        for split in EVAL_SPLITS:
-            inputs = run.data.inputs(split)
-            target, top1 = [], []
-            for start in range(0, len(inputs["input_ids"]), 8):
-                ids, mask = inputs["input_ids"][start : start + 8], inputs["attention_mask"][start : start + 8]
-                log_q = torch.log_softmax(trained(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-                target.append(log_q.gather(-1, ids[:, 1:, None]).squeeze(-1))
-                top1.append(log_q.argmax(-1))
-            out[split] = {"target": torch.cat(target), "top1": torch.cat(top1)}
-        return out
+        return {split: next_token_predictions(trained, run.data.inputs(split)) for split in EVAL_SPLITS}
 
     def measure(self, run, teacher, teacher_key, outputs, predicted, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
+        """Teacher and student (as trained: fp32 or fake-quantized) from the stored/predicted log-probs; with a
+        quantizer, the converted torch model (the deployed one: int8 / int4 kernels) evaluated and timed too."""
         data, student = run.data, converted.float_model
+        deployed = converted.torch_model if converted.torch_model is not student else None
         m: dict[str, float] = {}
         for split in EVAL_SPLITS:
-            real = data.inputs(split)["attention_mask"]
-            real = (real[:, 1:] * real[:, :-1]).bool()
-            n = int(real.sum())
-            m[f"teacher/{split}_ppl"] = math.exp(-float(outputs[split]["target"][real].double().sum()) / n)
-            m[f"student/{split}_ppl"] = math.exp(-float(predicted[split]["target"][real].double().sum()) / n)
-            m[f"student/{split}_nll"] = -float(predicted[split]["target"][real].double().sum()) / n
+            real = real_positions(data.inputs(split)["attention_mask"])
+            m[f"teacher/{split}_ppl"] = perplexity(outputs[split]["target"], real)
+            m[f"student/{split}_ppl"] = perplexity(predicted[split]["target"], real)
+            m[f"student/{split}_nll"] = mean_nll(predicted[split]["target"], real)
             m[f"student/agreement_{split}"] = float((predicted[split]["top1"][real] == outputs[split]["indices"][..., 0][real].long()).float().mean())
-            m[f"measure/{split}_tokens"] = n
+            m[f"measure/{split}_tokens"] = int(real.sum())
+            if deployed is not None:
+                got = next_token_predictions(deployed, data.inputs(split))
+                m[f"deploy/{split}_ppl"] = perplexity(got["target"], real)
+                m[f"deploy/agreement_{split}"] = float((got["top1"][real] == outputs[split]["indices"][..., 0][real].long()).float().mean())
+                m[f"deploy/top1_vs_student_{split}"] = float((got["top1"][real] == predicted[split]["top1"][real]).float().mean())
         for role, model in (("teacher", teacher), ("student", student)):
             m[f"{role}/params"] = num_parameters(model)
             m[f"{role}/size_mb"] = saved_size_mb(model)
@@ -157,25 +156,35 @@ class CausalLM(Task):
         first = data.encoded["dev"]["input_ids"][0]
         prompt = torch.tensor([first[: gen["prompt_tokens"]]], dtype=torch.long)
         threads = run.measure_spec.threads or physical_cores()
-        m |= generation_metrics({"teacher": teacher, "student": student}, prompt, gen["new_tokens"], gen["repeats"], threads)
+        timed = {"teacher": teacher, "student": student} | ({"deploy": deployed} if deployed is not None else {})
+        m |= generation_metrics(timed, prompt, gen["new_tokens"], gen["repeats"], threads)
         m["student/gen_decode_speedup_vs_teacher"] = m["student/gen_decode_tokens_per_s"] / m["teacher/gen_decode_tokens_per_s"]
+        m["deploy/bits"] = {"fp32": 32, "int8": 8, "int4": 4}[converted.precision]
+        if deployed is not None:  # the quantizer's cost (perplexity) and gain (decode speed, bytes) vs the float student
+            m["deploy/ppl_ratio_vs_student_dev"] = m["deploy/dev_ppl"] / m["student/dev_ppl"]
+            m["deploy/gen_decode_speedup_vs_student"] = m["deploy/gen_decode_tokens_per_s"] / m["student/gen_decode_tokens_per_s"]
+            m["deploy/state_dict_mb"] = state_dict_mb(deployed)
+            m["student/state_dict_mb"] = state_dict_mb(student)
+            m["deploy/size_ratio_vs_student"] = m["student/state_dict_mb"] / m["deploy/state_dict_mb"]
         return m
 
     def print_table(self, metrics: dict[str, float], run) -> None:
         rows = [("dev perplexity", "dev_ppl", "{:.2f}"), ("test perplexity", "test_ppl", "{:.2f}"), ("top-1 agreement (dev)", "agreement_dev", "{:.3f}"),
-                ("params (M)", "params", "{:.2f}"), ("size (MB)", "size_mb", "{:.2f}"), ("time to first token (ms)", "gen_ttft_ms", "{:.1f}"),
-                ("decode (tokens/s)", "gen_decode_tokens_per_s", "{:.1f}")]
-        table = Table(title="distilkit causal LM: teacher vs student",
+                ("params (M)", "params", "{:.2f}"), ("size (MB, safetensors)", "size_mb", "{:.2f}"), ("state dict (MB)", "state_dict_mb", "{:.2f}"),
+                ("time to first token (ms)", "gen_ttft_ms", "{:.1f}"), ("decode (tokens/s)", "gen_decode_tokens_per_s", "{:.1f}")]
+        roles = ("teacher", "student") + (("deploy",) if "deploy/dev_ppl" in metrics else ())
+        table = Table(title="distilkit causal LM: teacher vs student" + (f" vs deployed int{int(metrics['deploy/bits'])} student" if len(roles) == 3 else ""),
                       caption=f"generation: batch 1, greedy, KV cache, prompt {int(metrics['measure/gen_prompt_tokens'])} tokens, "
                               f"{int(metrics['measure/gen_new_tokens'])} new, {int(metrics['measure/gen_threads'])} threads; teacher store: "
                               f"top-{int(metrics['measure/teacher_topk']) or 'full (online)'}")
-        for column in ("metric", "teacher", "student"):
+        for column in ("metric", *roles):
             table.add_column(column, justify="right")
         for label, key, fmt in rows:
             cells = []
-            for role in ("teacher", "student"):
+            for role in roles:
                 value = metrics.get(f"{role}/{key}")
                 value = value / 1e6 if value is not None and key == "params" else value
                 cells.append("-" if value is None else fmt.format(value))
-            table.add_row(label, *cells)
+            if any(cell != "-" for cell in cells):
+                table.add_row(label, *cells)
         Console().print(table)
