@@ -50,3 +50,51 @@ def test_quantized_student_is_what_is_evaluated_and_timed(quantizer, bits, layer
     assert again == pytest.approx(metrics["deploy/dev_ppl"], rel=1e-9)
     assert metrics["deploy/dev_ppl"] != metrics["student/dev_ppl"] and 0.8 < metrics["deploy/ppl_ratio_vs_student_dev"] < 1.25
     assert metrics["deploy/state_dict_mb"] < 0.8 * metrics["student/state_dict_mb"]  # tiny: per-channel scales and pickling weigh in
+
+
+def _llama(seed=0, **sizes):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(**{"vocab_size": 60, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                            "num_key_value_heads": 2, "intermediate_size": 48, **sizes})
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("pruner", ["heads", "ffn"])
+def test_decoder_pruning_removes_the_dead_units_and_reloads(pruner, tmp_path):
+    """Units that add nothing (zeroed output weights) score lowest, go first, and their removal changes no logit;
+    the narrowed model's config describes it, so plain from_pretrained reloads it."""
+    from transformers import AutoModelForCausalLM
+
+    from distilkit.prune import FFNPruner, HeadPruner
+
+    model = _llama()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            if pruner == "heads":  # key/value group 1 (query heads 2, 3) writes nothing: its value rows are zero
+                layer.self_attn.v_proj.weight[8:16] = 0
+            else:  # 12 of 48 neurons write nothing
+                layer.mlp.down_proj.weight[:, 5:17] = 0
+    ids = torch.randint(0, 60, (2, 9))
+    before = model(input_ids=ids).logits
+    spec = HeadPruner(amount=0.5) if pruner == "heads" else FFNPruner(amount=0.25)
+    spec.check(model)
+    spec.prepare(model)
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    if pruner == "heads":
+        assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.head_dim) == (2, 1, 8)
+        assert attn.q_proj.out_features == 16 and attn.k_proj.out_features == 8 and attn.o_proj.in_features == 16
+    else:
+        assert model.config.intermediate_size == 36 and mlp.gate_proj.out_features == 36 and mlp.down_proj.in_features == 36
+    assert torch.allclose(model(input_ids=ids).logits, before, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    assert torch.allclose(AutoModelForCausalLM.from_pretrained(tmp_path).eval()(input_ids=ids).logits, before, atol=1e-5)
+
+
+def test_narrowed_student_trains_quantized_end_to_end(compose_cfg, shared_cache_dir, timed):
+    metrics = run(compose_cfg(*FAST, "pruner=ffn", "pruner.amount=0.5", "quantizer=ptq_dynamic", f"paths.cache_dir={shared_cache_dir}"), {})
+    student, half = timed["student"], timed["teacher"].config.intermediate_size // 2
+    assert student.config.intermediate_size == half and student.model.layers[0].mlp.up_proj.out_features == half
+    assert timed["deploy"].model.layers[0].mlp.up_proj.weight().shape[0] == half  # the deployed int8 model is the narrowed one
+    assert metrics["student/params"] < metrics["teacher/params"] / 2 and metrics["deploy/dev_ppl"] > 1

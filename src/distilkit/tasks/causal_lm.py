@@ -30,6 +30,8 @@ from distilkit.measure.generation import generation_metrics
 from distilkit.measure.lm_quality import mean_nll, next_token_predictions, perplexity, real_positions, state_dict_mb
 from distilkit.measure.session import physical_cores
 from distilkit.measure.size import num_parameters, saved_size_mb
+from distilkit.prune.ffn import FFNPruner
+from distilkit.prune.heads import HeadPruner
 from distilkit.prune.none import NoPruner
 from distilkit.prune.vocab import FullVocab
 from distilkit.quantize.ptq_static import PTQStaticQuantizer
@@ -98,7 +100,9 @@ class CausalLM(Task):
 
     def check_compressors(self, run, student) -> None:
         check(type(run.vocab) is FullVocab, "vocab", "task=causal_lm supports vocab=full in this version")
-        check(isinstance(run.pruner, NoPruner), "pruner", "task=causal_lm supports pruner=none in this version")
+        check(isinstance(run.pruner, (NoPruner, HeadPruner, FFNPruner)), "pruner",
+              f"{type(run.pruner).__name__} prunes BERT encoders; task=causal_lm narrows the student with pruner=heads (whole "
+              "key/value head groups) or pruner=ffn (gated-MLP neurons), or pruner=none")
         check(not isinstance(run.quantizer, PTQStaticQuantizer), "quantizer",
               "ptq_static calibrates onnxruntime's static int8 kernels, but task=causal_lm deploys the student in torch "
               "(generation with the KV cache); use ptq_dynamic (int8), qat_int8 or qat_int4 (4-bit weights)")
