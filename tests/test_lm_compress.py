@@ -11,7 +11,7 @@ from distilkit.pipeline import run
 from distilkit.quantize.int4 import Int4Linear
 from test_lm_pipeline import LM
 
-FAST = [*LM, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+FAST = [*LM, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]  # one tiny teacher for these tests and test_lm_sequence_kd
 
 
 @pytest.fixture

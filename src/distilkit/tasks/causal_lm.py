@@ -37,6 +37,8 @@ from distilkit.prune.vocab import FullVocab
 from distilkit.quantize.ptq_static import PTQStaticQuantizer
 from distilkit.tasks.base import Task
 from distilkit.training.lm_module import LMDistillModule
+from distilkit.training.console_log import stage
+from distilkit.training.sequence_kd import SequenceStore, prompts_from, teacher_continuations
 from distilkit.training.topk_store import FIELDS, TopKStore, bytes_per_token, teacher_topk
 
 EVAL_SPLITS = ("dev", "test")
@@ -47,7 +49,8 @@ class CausalLM(Task):
     model_class = AutoModelForCausalLM
     finetune_loss = TokenCrossEntropy
 
-    def __init__(self, top_k: int | None = 32, generation: dict | None = None, keep_fp32: Sequence[str] = ()):
+    def __init__(self, top_k: int | None = 32, generation: dict | None = None, keep_fp32: Sequence[str] = (),
+                 sequence_kd: dict | None = None):
         check(top_k is None or top_k >= 1, "top_k", f"must be >= 1 or null (the full-vocabulary teacher online), got {top_k}")
         gen = {"prompt_tokens": 32, "new_tokens": 32, "repeats": 3, **(generation or {})}
         for key in ("prompt_tokens", "new_tokens", "repeats"):
@@ -55,6 +58,11 @@ class CausalLM(Task):
         check(gen["new_tokens"] >= 2, "generation.new_tokens", f"must be >= 2 (decode speed needs tokens after the first), got {gen['new_tokens']}")
         self.top_k = top_k
         self.generation = gen
+        seq = {"prompts": 0, "prompt_tokens": 16, "new_tokens": 48, **(sequence_kd or {})}
+        check(seq["prompts"] >= 0, "sequence_kd.prompts", f"must be >= 0 (0: off), got {seq['prompts']}")
+        for key in ("prompt_tokens", "new_tokens"):
+            check(seq[key] >= 1, f"sequence_kd.{key}", f"must be >= 1, got {seq[key]}")
+        self.sequence_kd = seq
         self.keep_fp32 = tuple(keep_fp32)  # the quantizers' default keep_fp32 under this task (conf/quantizer/*.yaml read it)
 
     @property
@@ -68,6 +76,10 @@ class CausalLM(Task):
 
     # teacher and checks -------------------------------------------------------------------------
     def _check_against(self, config, data) -> None:
+        seq = self.sequence_kd
+        if seq["prompts"] and seq["prompt_tokens"] + seq["new_tokens"] > data.max_length:
+            raise ConfigError("task.sequence_kd.new_tokens", f"prompt_tokens + new_tokens = {seq['prompt_tokens'] + seq['new_tokens']} "
+                              f"is more than a block (data.max_length={data.max_length}); allowed: a sum <= {data.max_length}")
         context = getattr(config, "max_position_embeddings", None)
         if context is not None and data.max_length > context:
             raise ConfigError("data.max_length", f"is {data.max_length} but the teacher's context is {context} tokens; allowed 2..{context}")
@@ -114,6 +126,8 @@ class CausalLM(Task):
 
     # stored teacher outputs -----------------------------------------------------------------------
     def teacher_outputs(self, run, teacher, teacher_key: str) -> dict[str, dict[str, torch.Tensor]]:
+        if self.sequence_kd["prompts"]:  # the training split becomes the teacher's continuations (before its top-k is stored)
+            run.data.replace_train(self.teacher_sequences(run, teacher, teacher_key))
         store = TopKStore(run.cfg.paths.cache_dir)
         out = {}
         for split in SPLITS:
@@ -122,6 +136,20 @@ class CausalLM(Task):
             shape = (len(inputs["input_ids"]), run.data.max_length - 1, self.stored_k)
             out[split] = store.get_or_compute(key, shape, lambda: teacher_topk(teacher, inputs, self.stored_k))
         return out
+
+    def teacher_sequences(self, run, teacher, teacher_key: str) -> torch.Tensor:
+        """Sequence-level KD blocks: corpus prompts + the teacher's greedy continuations, generated once and stored."""
+        seq, data = self.sequence_kd, run.data
+        prompts = prompts_from(data.encoded["train"]["input_ids"], seq["prompts"], seq["prompt_tokens"])
+        key = key_of(teacher_key, "sequence_kd", prompts, {"new_tokens": seq["new_tokens"], "decoding": "greedy"})
+        shape = (seq["prompts"], seq["prompt_tokens"] + seq["new_tokens"])
+
+        def generate() -> dict:
+            with stage(f"sequence KD: {seq['prompts']} teacher continuations of {seq['new_tokens']} tokens"):
+                ids = teacher_continuations(teacher, prompts, seq["new_tokens"], data.pad_id)
+            return {"input_ids": ids, "texts": data.tokenizer.batch_decode(ids[:, seq["prompt_tokens"]:])}
+
+        return SequenceStore(run.cfg.paths.cache_dir).get_or_compute(key, shape, generate)["input_ids"]
 
     def attach(self, data, outputs) -> None:
         if self.top_k is not None:
@@ -156,6 +184,8 @@ class CausalLM(Task):
         m["student/ppl_ratio_vs_teacher_dev"] = m["student/dev_ppl"] / m["teacher/dev_ppl"]
         m["measure/teacher_topk"] = self.top_k or 0
         m["measure/teacher_store_bytes_per_token"] = bytes_per_token(self.stored_k)
+        m["measure/sequence_kd_prompts"] = self.sequence_kd["prompts"]
+        m["measure/train_blocks"] = len(data.encoded["train"]["input_ids"])
         gen = self.generation
         first = data.encoded["dev"]["input_ids"][0]
         prompt = torch.tensor([first[: gen["prompt_tokens"]]], dtype=torch.long)
