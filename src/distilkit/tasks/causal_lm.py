@@ -30,6 +30,7 @@ from distilkit.measure.generation import generation_metrics
 from distilkit.measure.lm_quality import mean_nll, next_token_predictions, perplexity, real_positions, state_dict_mb
 from distilkit.measure.session import physical_cores
 from distilkit.measure.size import num_parameters, saved_size_mb
+from distilkit.models.tokenizer_check import tokenizer_mismatch
 from distilkit.prune.ffn import FFNPruner
 from distilkit.prune.heads import HeadPruner
 from distilkit.prune.none import NoPruner
@@ -92,7 +93,22 @@ class CausalLM(Task):
         with config_group("teacher"):
             config = run.teacher_spec.config()
         self._check_against(config, run.data)
+        self._check_tokenizers(run)
         return config
+
+    def _check_tokenizers(self, run) -> None:
+        """A student that brings its own tokenizer (``student=pretrained_lm``) must tokenize as the teacher does:
+        same token -> id mapping and special tokens, not only the same size (students built from the teacher share it)."""
+        own = getattr(run.student_spec, "tokenizer", None)
+        if not callable(own):
+            return
+        with config_group("student"):
+            student_tokenizer = own()
+        with config_group("teacher"):
+            teacher_tokenizer = run.teacher_spec.tokenizer(run.data.texts("train"))
+        mismatch = tokenizer_mismatch(teacher_tokenizer, student_tokenizer)
+        check(mismatch is None, "student", f"tokenizer mismatch: {mismatch}; teacher and student must share one tokenizer "
+              "(pick a student of the teacher's family, or student=distil / scratch_lm, built from the teacher)")
 
     def build_teacher(self, spec, data):
         return spec.build(data.texts("train"))
