@@ -25,7 +25,8 @@ from distilkit.export.onnx import export_onnx, ort_logits, ort_session
 from distilkit.measure import parity
 from distilkit.prune import MagnitudePruner
 from distilkit.quantize import Converted, NoQuantizer, PTQDynamicQuantizer, QATInt4Quantizer, QATInt8Quantizer, Quantizer
-from distilkit.quantize.fake_quant import DynamicActivationFakeQuant, dynamic_uint8_fake_quant, dynamic_uint8_qparams
+from distilkit.quantize.fake_quant import (
+    DynamicActivationFakeQuant, Int8WeightFakeQuant, dynamic_uint8_fake_quant, dynamic_uint8_qparams, int8_fake_quant)
 from distilkit.quantize.int4 import Int4Embedding, Int4Linear
 from distilkit.quantize.int8 import Int8Embedding
 from distilkit.quantize.onnx_graph import NAME_SCOPES, load_for_quantization
@@ -381,14 +382,32 @@ def weights_only(run: SimpleNamespace) -> nn.Module:
     return model.eval()
 
 
-def test_parity_shares_batches():
-    """Both sides batch rows identically: int8 activation ranges are per batch, so batching changes logits."""
-    inputs = dev_like(rows=150)
-    sizes = [len(b["input_ids"]) for b in parity.batches(inputs)]
-    assert sizes == [64, 64, 22] and parity.BATCH_SIZE == 64
+def test_parity_runs_each_row_alone():
+    """Each row is fed alone at its own length: int8 activation scales are per tensor, so in a batch one row's
+    range would change another row's logits, and padding positions would take part in the ranges."""
+    inputs = dev_like(rows=40)
     model = QATInt8Quantizer().prepare(tiny_bert()).eval()
-    whole = logits(model, inputs)
-    assert not np.array_equal(parity.torch_logits(model, inputs).numpy(), whole)
+    batched = torch.from_numpy(logits(model, inputs))
+    per_row = parity.torch_logits(model, inputs)
+    assert not torch.equal(per_row, batched)  # the batch context matters for dynamic int8 ...
+    alone = parity.torch_logits(model, {k: v[7:8] for k, v in inputs.items()})
+    assert torch.equal(per_row[7:8], alone)  # ... so each row's parity logits depend on that row only
+    length = int(inputs["attention_mask"][7].sum())
+    unpadded = {k: v[7:8, :length] for k, v in inputs.items()}
+    assert [tuple(r["input_ids"].shape) for r in parity.rows(unpadded)] == [(1, length)]
+    assert torch.equal(parity.torch_logits(model, unpadded), alone)  # padding dropped
+
+
+def test_weight_fake_quant_is_reused_only_while_the_weight_is_unchanged():
+    linear = nn.Linear(16, 8)
+    fq = Int8WeightFakeQuant()
+    with torch.no_grad():
+        first = fq(linear.weight)
+        assert fq(linear.weight) is first  # evaluation: rounded once
+        linear.weight.mul_(3)  # an in-place update (optimizer step) invalidates it
+        assert torch.equal(fq(linear.weight), int8_fake_quant(linear.weight)) and not torch.equal(fq(linear.weight), first)
+    trained = fq(linear.weight)
+    assert trained.requires_grad and fq(linear.weight) is not trained  # training recomputes every time
 
 
 def test_parity_verdict():
