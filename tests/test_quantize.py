@@ -322,14 +322,16 @@ def test_int4_onnx_runs_what_qat_trained(int4_run):
 
 
 def test_int4_torch_model_runs_int4_weights(int4_run):
+    """The torch int4 model computes what qat_int4 trained: int4 weights and blockwise int8 activations."""
     inputs = batch()
     converted = int4_run.converted
     assert converted.precision == "int4"
-    weight_only = int4_run.quantizer.prepare(tiny_bert())  # fake-quant weights, fp32 activations
+    np.testing.assert_allclose(logits(converted.torch_model, inputs), logits(int4_run.model, inputs), rtol=0, atol=1e-5)
+    weight_only = int4_run.quantizer.prepare(tiny_bert())  # fake-quant weights, fp32 activations: not what it runs
     weight_only.load_state_dict(int4_run.model.state_dict())
     for linear in qat_linears(weight_only).values():
         linear.input_fq = nn.Identity()
-    np.testing.assert_allclose(logits(converted.torch_model, inputs), logits(weight_only, inputs), rtol=0, atol=1e-5)
+    assert np.abs(logits(converted.torch_model, inputs) - logits(weight_only, inputs)).max() > 1e-4
 
 
 # --- parity: the deployed ONNX model computes what the trained model computed ----------------------
@@ -620,8 +622,10 @@ def test_int4_group_size_not_dividing_in_features():
 
 @pytest.mark.parametrize("name", ["none", "ptq_dynamic", "qat_int8", "qat_int4"])
 def test_config_file(name):
-    """Keys are exactly the constructor's arguments, values its defaults, and Hydra builds it."""
-    config = yaml.safe_load((CONF / "quantizer" / f"{name}.yaml").read_text())
+    """Keys are exactly the constructor's arguments, values its defaults (the classification task's), and Hydra builds it."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.create((CONF / "quantizer" / f"{name}.yaml").read_text()), resolve=True)
     cls = get_class(config.pop("_target_"))
     defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
     assert {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()} == config
