@@ -116,6 +116,7 @@ COLUMNS = [  # (header, key in a row's results, format)
     ("word emb MB", "vocab/embedding_mb_after", "{:.2f}"),
     ("acc % of teacher", "retention", "{:.1%}"),
     ("parity max diff / max logit", "deploy/parity_rel_logit_diff", "{:.4f}"),  # deployed ONNX vs trained model (measure/parity.py)
+    ("parity p99 row / max logit", "deploy/parity_p99_rel_logit_diff", "{:.4f}"),
     ("parity pass", "deploy/parity_pass", "{:.0f}"),
 ]
 TEACHER_AS_DEPLOY = {  # the teacher row, in the same columns
@@ -212,6 +213,7 @@ def main() -> None:
         return
     common = [f"paths.root_dir={RESULTS.parent if args.tiny else ROOT}", *(TINY if args.tiny else COMMON), *args.overrides]
     if args.reparity:
+        torch.set_num_threads(1)
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             for name in [n for n in ROWS if n in results]:
                 results[name].update(reparity(name, compose(config_name="config", overrides=[*common, *ROWS[name]])))
