@@ -116,6 +116,7 @@ COLUMNS = [  # (header, key in a row's results, format)
     ("word emb MB", "vocab/embedding_mb_after", "{:.2f}"),
     ("acc % of teacher", "retention", "{:.1%}"),
     ("parity max diff / max logit", "deploy/parity_rel_logit_diff", "{:.4f}"),  # deployed ONNX vs trained model (measure/parity.py)
+    ("parity p99 row / max logit", "deploy/parity_p99_rel_logit_diff", "{:.4f}"),
     ("parity pass", "deploy/parity_pass", "{:.0f}"),
 ]
 TEACHER_AS_DEPLOY = {  # the teacher row, in the same columns
@@ -212,6 +213,7 @@ def main() -> None:
         return
     common = [f"paths.root_dir={RESULTS.parent if args.tiny else ROOT}", *(TINY if args.tiny else COMMON), *args.overrides]
     if args.reparity:
+        torch.set_num_threads(1)
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             for name in [n for n in ROWS if n in results]:
                 results[name].update(reparity(name, compose(config_name="config", overrides=[*common, *ROWS[name]])))
@@ -267,9 +269,9 @@ def reparity(name: str, cfg) -> dict[str, float]:
 
     uri = cfg.tracking.tracking_uri
     client = mlflow.MlflowClient(uri)
-    [run] = mlflow.search_runs(experiment_names=[cfg.tracking.experiment_name], filter_string=f"tags.bench = '{name}' and "
-                               "attributes.status = 'FINISHED'", order_by=["start_time DESC"], max_results=1,
-                               output_format="list", tracking_uri=uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.bench = '{name}' and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
     with tempfile.TemporaryDirectory() as tmp:
         art = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="student", dst_path=tmp, tracking_uri=uri))
         quantizer = instantiate(cfg.quantizer)
