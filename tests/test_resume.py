@@ -103,3 +103,18 @@ def test_resume_without_checkpoint_is_one_config_error_and_no_run(compose_cfg, t
     assert not (tmp_path / "mlflow.db").exists() or mlflow_runs(tmp_path).empty
     with pytest.raises(ConfigError, match="^resume: true .*auto"):
         run(compose_cfg("resume=maybe"), {})
+
+
+def test_a_pruned_trial_drops_its_checkpoints_a_failed_run_keeps_them(tmp_path):
+    from types import SimpleNamespace
+
+    from optuna.exceptions import TrialPruned
+
+    from distilkit.training.checkpoint import Checkpointing
+
+    (tmp_path / "run.json").write_text("{}")
+    callback, trainer = Checkpointing(every_n_steps=3).callback(tmp_path), SimpleNamespace(is_global_zero=True)
+    callback.on_exception(trainer, None, RuntimeError("diverged"))
+    assert (tmp_path / "run.json").exists()  # FAILED: kept, resumable
+    callback.on_exception(trainer, None, TrialPruned())
+    assert not tmp_path.exists()  # pruned by Optuna: never resumed

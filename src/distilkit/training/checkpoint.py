@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import TrialPruned
 
 from distilkit.data.replay import EpochOrder, Replay
 from distilkit.errors import ConfigError, check
@@ -64,6 +65,11 @@ class StepCheckpoint(ModelCheckpoint):
             self._deferred = self._deferred or (trainer.global_step % self._every_n_train_steps == 0)
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A trial stopped by an Optuna pruner is never resumed: its checkpoints go (the sweeper retries failed trials afresh)."""
+        if isinstance(exception, TrialPruned) and trainer.is_global_zero and self.dirpath:
+            shutil.rmtree(self.dirpath, ignore_errors=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._deferred and not self._should_skip_saving_checkpoint(trainer):
