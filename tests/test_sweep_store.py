@@ -128,3 +128,24 @@ def test_torch_student_is_an_mlflow_model_that_loads_back_with_the_students_logi
     pyfunc = mlflow.pyfunc.load_model(uri)  # what MLflow serves: int64 ids [batch, seq] in, logits out
     assert pyfunc.metadata.signature is not None
     np.testing.assert_allclose(pyfunc.predict(enc["input_ids"].numpy()), want.numpy(), atol=1e-5)
+
+
+def test_a_student_that_captured_hidden_states_still_pickles_and_captures_after_loading():
+    """loss=distilbert/intermediate run the student with output_hidden_states: transformers then installs
+    capture hooks whose closures can't be pickled; log_student pickles without them, and keeps them."""
+    import cloudpickle
+
+    from distilkit.tracking.torch_model import LogitsFromIds, without_capturing_hooks
+
+    model = LogitsFromIds(tiny_bert(1, 0), pad_token_id=0)
+    ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+    model.student(input_ids=ids, output_hidden_states=True)
+    hooks = sum(len(m._forward_hooks) for m in model.modules())
+    with pytest.raises(TypeError, match="ContextVar"):
+        cloudpickle.dumps(model)
+    with without_capturing_hooks(model):
+        blob = cloudpickle.dumps(model)
+    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks > 0  # the run's student is left as it was
+    back = cloudpickle.loads(blob)
+    assert torch.equal(back(ids), model(ids))
+    assert len(back.student(input_ids=ids, output_hidden_states=True).hidden_states) == 2

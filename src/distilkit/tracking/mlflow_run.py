@@ -170,7 +170,7 @@ class MlflowTracker:
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        from distilkit.tracking.torch_model import LogitsFromIds
+        from distilkit.tracking.torch_model import LogitsFromIds, without_capturing_hooks
 
         model = LogitsFromIds(student, pad_token_id).eval()
         example = inputs["input_ids"][:2].long()
@@ -179,8 +179,9 @@ class MlflowTracker:
         # any batch size and length: int64 ids [-1, -1] in; logits [-1, (-1 per token,) classes or vocabulary] out
         signature = ModelSignature(Schema([TensorSpec(np.dtype("int64"), (-1, -1))]),
                                    Schema([TensorSpec(np.dtype("float32"), (-1, *[-1] * (logits.dim() - 2), logits.shape[-1]))]))
-        mlflow.pytorch.log_model(model, name="student_torch", signature=signature,
-                                 input_example=example.numpy(), serialization_format="pickle", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "transformers"])
+        with without_capturing_hooks(model):
+            mlflow.pytorch.log_model(model, name="student_torch", signature=signature, input_example=example.numpy(),
+                                     serialization_format="pickle", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "transformers"])
 
     def lightning_logger(self):
         """A Lightning logger writing step metrics into this same run (its end status stays ours)."""

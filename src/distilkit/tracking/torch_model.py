@@ -7,8 +7,13 @@ the ids are not the tokenizer's pad id; all ones for a tokenizer without one) an
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
+
+CAPTURING_HOOKS = "transformers.utils.output_capturing"  # where transformers' hidden-state/attention capture hooks live
 
 
 class LogitsFromIds(nn.Module):
@@ -24,3 +29,32 @@ class LogitsFromIds(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids) if self.pad_token_id is None else (input_ids != self.pad_token_id).long()
         return self.student(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+@contextmanager
+def without_capturing_hooks(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` without the forward hooks transformers installs to capture hidden states and attentions
+    (installed once a forward asks for them, e.g. under ``loss=distilbert``; their closures hold a
+    ``ContextVar``, which can't be pickled). Reinstalled by transformers on the next such call; restored here after."""
+    removed = []
+    for module in model.modules():
+        for hook_id, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__module__", None) == CAPTURING_HOOKS:
+                removed.append((module, hook_id, hook, module._forward_hooks_with_kwargs.get(hook_id), module._forward_hooks_always_called.get(hook_id)))
+                del module._forward_hooks[hook_id]
+                module._forward_hooks_with_kwargs.pop(hook_id, None)
+                module._forward_hooks_always_called.pop(hook_id, None)
+    flags = [(m, m.__dict__["_output_capturing_hooks_installed"]) for m in model.modules() if "_output_capturing_hooks_installed" in m.__dict__]
+    for m, _ in flags:
+        m._output_capturing_hooks_installed = False
+    try:
+        yield model
+    finally:
+        for module, hook_id, hook, with_kwargs, always in removed:
+            module._forward_hooks[hook_id] = hook
+            if with_kwargs is not None:
+                module._forward_hooks_with_kwargs[hook_id] = with_kwargs
+            if always is not None:
+                module._forward_hooks_always_called[hook_id] = always
+        for m, value in flags:
+            m._output_capturing_hooks_installed = value
