@@ -4,13 +4,18 @@
 
 Each quantizer prepares the trained weights as in training (QAT: fake quantization; PTQ: its emulation),
 converts, quantizes the fp32 export, and the parity reference and the deployable ONNX model are compared
-on all 872 dev rows (padded to 64 tokens, batches of 64) with distilkit.measure.parity. Prints a table.
+on all 872 dev rows, each row alone at its own length, with distilkit.measure.parity. A last row compares the
+qat_int8 ONNX file with the same int8 weights but fp32 activations: what a deployment that quantizes
+activations differently from training would score. (``ptq_static`` is checked per run, from its
+calibration on training batches: ``bench/compress_sst2.py --reparity``.) Prints the table and writes bench/results/parity_quantizers.md.
 """
 import sys, tempfile, torch
 from pathlib import Path
+from torch import nn
 from transformers import AutoTokenizer
 from distilkit.prune import load_pruned
 from distilkit.quantize import NoQuantizer, PTQDynamicQuantizer, QATInt8Quantizer, QATInt4Quantizer
+from distilkit.quantize.qat import QATLinear
 from distilkit.export.onnx import export_onnx
 from distilkit.measure import parity
 torch.set_num_threads(1)
@@ -22,13 +27,28 @@ enc = tok([r[1] for r in rows], padding="max_length", truncation=True, max_lengt
 inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 d = Path(tempfile.mkdtemp())
 fp32 = export_onnx(load_pruned(art).eval(), d / "fp32.onnx", 64)
-print("| quantizer | max abs logit diff | rel to max logit | top-1 agreement | tolerance | verdict | ONNX dev acc | reference torch dev acc |")
-print("|---|---|---|---|---|---|---|---|")
-for name, q in [("none", NoQuantizer()), ("ptq_dynamic", PTQDynamicQuantizer()), ("qat_int8", QATInt8Quantizer()), ("qat_int4", QATInt4Quantizer())]:
+acc = lambda z: float((z.argmax(1) == labels).float().mean())
+lines = [f"Student: {art} ({len(rows)} SST-2 dev rows, each alone at its own length; torch 1 thread).", "",
+         "| quantizer | max abs logit diff | max rel to max logit | p99 row rel | top-1 agreement | checked row | tolerance (rel) | verdict | ONNX dev acc | reference torch dev acc |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+print("\n".join(lines), flush=True)
+deployed = {}
+for name, q in [("none", NoQuantizer()), ("ptq_dynamic", PTQDynamicQuantizer()), ("qat_int8", QATInt8Quantizer()),
+                ("qat_int4", QATInt4Quantizer())]:
     model = q.prepare(load_pruned(art).eval())  # QAT: the trained weights with the quantizer's fake quant, as in training
     c = q.convert(model)
-    dep = q.quantize_onnx(fp32, d / f"{name}.onnx") or fp32
+    dep = deployed[name] = q.quantize_onnx(fp32, d / f"{name}.onnx") or fp32
     t, o = parity.torch_logits(c.reference, inputs), parity.onnx_logits(dep, inputs)
-    m = parity.parity_metrics(t, o, c.precision)
-    acc = lambda z: float((z.argmax(1) == labels).float().mean())
-    print(f"| {name} | {m[parity.MAX_ABS]:.2e} | {m[parity.REL]:.4f} | {m[parity.TOP1]:.4f} | {m[parity.TOLERANCE]:.2e} | {'pass' if m[parity.PASS] else 'FAIL'} | {acc(o):.4f} | {acc(t):.4f} |", flush=True)
+    m = parity.parity_metrics(t, o, c.parity_key)
+    lines.append(f"| {name} | {m[parity.MAX_ABS]:.2e} | {m[parity.REL]:.4f} | {m[parity.P99_REL]:.4f} | {m[parity.TOP1]:.4f} | {'max' if m[parity.QUANTILE] == 1 else 'p99'} | {parity.RTOL[c.parity_key]:g} | {'pass' if m[parity.PASS] else 'FAIL'} | {acc(o):.4f} | {acc(t):.4f} |")
+    print(lines[-1], flush=True)
+q = QATInt8Quantizer(); wrong = q.prepare(load_pruned(art).eval())
+for module in wrong.modules():
+    if isinstance(module, QATLinear):
+        module.input_fq = nn.Identity()  # int8 weights, fp32 activations: not what the ONNX file computes
+t, o = parity.torch_logits(wrong, inputs), parity.onnx_logits(deployed["qat_int8"], inputs)
+m = parity.parity_metrics(t, o, "int8")
+lines.append(f"| qat_int8 ONNX vs fp32 activations (wrong emulation) | {m[parity.MAX_ABS]:.2e} | {m[parity.REL]:.4f} | {m[parity.P99_REL]:.4f} | {m[parity.TOP1]:.4f} | p99 | {parity.RTOL['int8']:g} | {'pass' if m[parity.PASS] else 'FAIL'} | {acc(o):.4f} | {acc(t):.4f} |")
+print(lines[-1], flush=True)
+out = Path(__file__).resolve().parent / "results" / "parity_quantizers.md"
+out.write_text("\n".join(lines) + f"\n\nCommand: `PYTHONPATH=src python bench/parity_quantizers.py {art}`\n")

@@ -112,10 +112,13 @@ def test_layer_copy_student_equals_the_kept_teacher_layers():
         ([*LM, "task.top_k=100000"], "task.top_k"),
         ([*LM, "data.max_length=64", "teacher.max_position_embeddings=32"], "data.max_length"),
         ([*LM, "student._target_=test_lm_pipeline.OtherVocabStudent"], "student"),
-        ([*LM, "quantizer=ptq_dynamic"], "quantizer"),
+        ([*LM, "quantizer=ptq_static"], "quantizer"),
         ([*LM, "vocab=train"], "vocab"),
+        ([*LM, "pruner=width"], "pruner"),
+        ([*LM, "pruner=heads"], "pruner.amount"),  # the tiny teacher has one key/value group: none can go
     ],
-    ids=["cls-teacher", "lm-teacher-cls-task", "cls-loss", "k>vocab", "block>context", "tokenizer-mismatch", "quantizer", "vocab"],
+    ids=["cls-teacher", "lm-teacher-cls-task", "cls-loss", "k>vocab", "block>context", "tokenizer-mismatch", "quantizer", "vocab",
+         "pruner-width", "heads-one-group"],
 )
 def test_bad_input_names_key_and_leaves_nothing(overrides, key, compose_cfg, tmp_path):
     with pytest.raises(ConfigError) as err:

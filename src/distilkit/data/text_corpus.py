@@ -93,6 +93,7 @@ class TextCorpusData(L.LightningDataModule):
         self.num_lines, self.seed, self.num_workers = num_lines, seed, num_workers
         self.pad_id = 0
         self.encoded: dict[str, dict] = {}
+        self.tokenizer = None
 
     @property
     def batching(self) -> dict:
@@ -148,12 +149,18 @@ class TextCorpusData(L.LightningDataModule):
         """Each split as blocks of ``max_length`` token ids (the last may be shorter, >= 2 tokens)."""
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
+        self.tokenizer = tokenizer  # decodes teacher-generated blocks (sequence-level KD) for the store
         for name in SPLITS:
             ids = self._token_ids(self.splits[name], tokenizer)
             blocks = [ids[i : i + self.max_length] for i in range(0, len(ids), self.max_length)]
             blocks = [b for b in blocks if len(b) >= 2][: self.max_train_blocks if name == "train" else self.max_eval_blocks]
             check(bool(blocks), "path", f"split '{name}' has fewer than 2 tokens: give more text")
             self.encoded[name] = {"input_ids": blocks}
+
+    def replace_train(self, blocks: torch.Tensor) -> None:
+        """Train on ``blocks`` ``[N, <= max_length]`` instead of the corpus's training blocks (sequence-level KD)."""
+        assert blocks.shape[1] <= self.max_length, (blocks.shape, self.max_length)
+        self.encoded["train"] = {"input_ids": blocks.tolist()}
 
     def inputs(self, split: str) -> dict[str, torch.Tensor]:
         """``input_ids``/``attention_mask`` ``[blocks, max_length]`` (the split's content, for cache keys)."""

@@ -80,11 +80,12 @@ class PretrainedLMTeacher:
     def config(self):
         return from_pretrained(AutoConfig, self.name_or_path, key="name_or_path", **self._kwargs())
 
+    def tokenizer(self, train_texts: list[str] | None = None):
+        return from_pretrained(AutoTokenizer, self.name_or_path, key="name_or_path", **self._kwargs())
+
     def build(self, train_texts: list[str]):
-        kwargs = self._kwargs()
-        tokenizer = from_pretrained(AutoTokenizer, self.name_or_path, key="name_or_path", **kwargs)
-        model = from_pretrained(AutoModelForCausalLM, self.name_or_path, key="name_or_path", dtype=torch.float32, **kwargs)
-        return plain_float(model), tokenizer
+        model = from_pretrained(AutoModelForCausalLM, self.name_or_path, key="name_or_path", dtype=torch.float32, **self._kwargs())
+        return plain_float(model), self.tokenizer()
 
 
 def plain_float(model):
@@ -145,8 +146,11 @@ class ScratchLMTeacher:
         ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in (("pad_token_id", "[PAD]"), ("bos_token_id", "[CLS]"), ("eos_token_id", "[SEP]"))} if tokenizer else {}
         return LlamaConfig(vocab_size=vocab_size or self.vocab_size, tie_word_embeddings=True, **self.architecture, **ids)
 
+    def tokenizer(self, train_texts: list[str]):
+        return train_lm_wordpiece(train_texts, self.vocab_size)
+
     def build(self, train_texts: list[str]):
-        tokenizer = train_lm_wordpiece(train_texts, self.vocab_size)
+        tokenizer = self.tokenizer(train_texts)
         return LlamaForCausalLM(self.config(len(tokenizer), tokenizer)), tokenizer
 
 
@@ -171,3 +175,18 @@ class ScratchLMStudent:
         config.pop("quantization_config", None)
         config = type(teacher.config).from_dict(config)
         return AutoModelForCausalLM.from_config(config)
+
+
+class PretrainedLMStudent(PretrainedLMTeacher):
+    """A pretrained causal LM as the student (hub name or directory; ``gguf_file`` as for the teacher), trained
+    further by distillation. It brings its own tokenizer, which must be the teacher's: the task compares the
+    two (:mod:`distilkit.models.tokenizer_check`) before anything runs. In the preflight (a teacher on the
+    meta device) only its architecture is built."""
+
+    def __init__(self, name_or_path: str, gguf_file: str | None = None):
+        super().__init__(name_or_path, gguf_file)
+
+    def build(self, teacher):
+        if next(teacher.parameters()).is_meta:
+            return AutoModelForCausalLM.from_config(self.config())
+        return super().build([])[0]

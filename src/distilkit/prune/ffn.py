@@ -15,6 +15,7 @@ from torch import nn
 
 from distilkit.errors import ConfigError
 from distilkit.prune.base import Pruner, check_fraction
+from distilkit.prune.decoder import decoder_layers, neurons_removed, prune_ffn
 from distilkit.prune.encoder import encoder_layers
 from distilkit.prune.importance import neuron_importance
 from distilkit.prune.surgery import keep_neurons, record_structure
@@ -26,7 +27,13 @@ class FFNPruner(Pruner):
     def __init__(self, amount: float = 0.25):
         self.amount = check_fraction("amount", amount)
 
+    def check(self, model: nn.Module) -> None:
+        if decoder_layers(model) is not None:  # a Llama-style causal LM (distilkit.prune.decoder)
+            neurons_removed(model.config, self.amount)
+
     def prepare(self, model: nn.Module) -> nn.Module:
+        if (decoder := decoder_layers(model)) is not None:
+            return prune_ffn(model, decoder, self.amount)
         for index, layer in enumerate(encoder_layers(model)):
             scores = neuron_importance(layer)
             keep = len(scores) - round(self.amount * len(scores))

@@ -15,6 +15,7 @@ from torch import nn
 
 from distilkit.errors import ConfigError
 from distilkit.prune.base import Pruner, check_fraction
+from distilkit.prune.decoder import decoder_layers, groups_removed, prune_heads
 from distilkit.prune.encoder import encoder_layers
 from distilkit.prune.importance import head_importance
 from distilkit.prune.surgery import keep_heads, record_structure
@@ -26,7 +27,13 @@ class HeadPruner(Pruner):
     def __init__(self, amount: float = 0.25):
         self.amount = check_fraction("amount", amount)
 
+    def check(self, model: nn.Module) -> None:
+        if decoder_layers(model) is not None:  # a Llama-style causal LM (distilkit.prune.decoder)
+            groups_removed(model.config, self.amount)
+
     def prepare(self, model: nn.Module) -> nn.Module:
+        if (decoder := decoder_layers(model)) is not None:
+            return prune_heads(model, decoder, self.amount)
         layers = encoder_layers(model)
         scores = [head_importance(layer.attention) for layer in layers]
         total = sum(len(s) for s in scores)

@@ -37,6 +37,8 @@ Activations:
 
 from __future__ import annotations
 
+import weakref
+from copy import deepcopy
 from typing import Callable
 
 import torch
@@ -106,21 +108,61 @@ def int4_fake_quant(w: Tensor, group_size: int) -> Tensor:
     return _StraightThrough.apply(w, quantize)
 
 
-class Int8WeightFakeQuant(nn.Module):
-    """Stateless per-channel int8 weight fake quantization (scales follow the current weights)."""
+class _WeightFakeQuant(nn.Module):
+    """Weight fake quantization whose result is reused while gradients are off.
+
+    The rounded weight is a pure function of the weight, so in evaluation (``torch.no_grad`` or
+    inference mode) it is computed once per weight value and reused until the parameter changes
+    (another tensor, or its version counter moved by an in-place update such as an optimizer step).
+    Without this, every evaluation forward re-rounds every table (the 30522 x 384 word embeddings
+    included): the parity check runs each dev row alone, hundreds of forwards. Training (gradients
+    on) always recomputes, and nothing is stored in the state dict.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._cached: tuple[weakref.ref, int, bool, Tensor] | None = None
+
+    def fake_quant(self, w: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def forward(self, w: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or not w.is_leaf or w.is_inference():
+            self._cached = None
+            return self.fake_quant(w)
+        inference = torch.is_inference_mode_enabled()
+        cached = self._cached
+        if cached is None or cached[0]() is not w or cached[1] != w._version or cached[2] != inference:
+            self._cached = cached = (weakref.ref(w), w._version, inference, self.fake_quant(w))
+        return cached[3]
+
+    def __deepcopy__(self, memo):
+        """Copies (``strip_fake_quant``, checkpoints) start without the cache."""
+        copy = self.__class__.__new__(self.__class__)
+        memo[id(self)] = copy
+        for key, value in self.__dict__.items():
+            setattr(copy, key, None if key == "_cached" else deepcopy(value, memo))
+        return copy
+
+    def __getstate__(self):
+        return {**self.__dict__, "_cached": None}  # pickling (torch.save of a whole model) drops the cache
+
+
+class Int8WeightFakeQuant(_WeightFakeQuant):
+    """Stateless per-channel int8 weight fake quantization (scales follow the current weights)."""
+
+    def fake_quant(self, w: Tensor) -> Tensor:
         return int8_fake_quant(w)
 
 
-class Int4WeightFakeQuant(nn.Module):
+class Int4WeightFakeQuant(_WeightFakeQuant):
     """Stateless group-wise int4 weight fake quantization (scales follow the current weights)."""
 
     def __init__(self, group_size: int):
         super().__init__()
         self.group_size = group_size
 
-    def forward(self, w: Tensor) -> Tensor:
+    def fake_quant(self, w: Tensor) -> Tensor:
         return int4_fake_quant(w, self.group_size)
 
     def extra_repr(self) -> str:

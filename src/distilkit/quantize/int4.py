@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from distilkit.errors import ConfigError
 from distilkit.export.onnx import atomic_output
-from distilkit.quantize.fake_quant import int4_codes
+from distilkit.quantize.fake_quant import int4_codes, int8_block_fake_quant
 from distilkit.quantize.onnx_graph import (
     EmbeddingRewrite, load_for_quantization, quantize_word_embedding, quiet_ort_logging,
 )
@@ -87,7 +87,11 @@ def unpack_int4(packed: Tensor) -> Tensor:
 
 
 class Int4Linear(nn.Module):
-    """Linear layer holding packed 4-bit weight codes and per-group scales (weight-only int4)."""
+    """Linear layer holding packed 4-bit weight codes and per-group scales.
+
+    Its input is rounded to int8 in blocks of ``group_size`` features, as ``MatMulNBits`` with
+    ``accuracy_level=4`` does and as ``qat_int4`` trains: the torch model computes what was trained
+    (and what the ONNX file computes), which matters where it is the deployed model (causal LMs)."""
 
     def __init__(self, linear: nn.Linear, group_size: int):
         super().__init__()
@@ -104,7 +108,7 @@ class Int4Linear(nn.Module):
         return (groups * self.scale[..., None]).reshape(self.out_features, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x.float(), self.dequantized_weight(), self.bias).to(x.dtype)
+        return F.linear(int8_block_fake_quant(x.float(), self.group_size), self.dequantized_weight(), self.bias).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"

@@ -8,7 +8,7 @@ straight-through. The word-embedding table (unless kept in fp32) is fake-quantiz
 groups of ``group_size`` features of each row. Activation scales are dynamic, so there is no
 observer to freeze. Group-wise scales follow the fine-grained weight quantization used for 4-bit
 LLM weights (e.g. GPTQ, Frantar et al. 2023; AWQ, Lin et al. 2024). Conversion: onnxruntime ``MatMulNBits`` and, in
-torch, packed 4-bit weights dequantized per forward (weight-only); the embedding becomes
+torch, packed 4-bit weights dequantized per forward, inputs rounded to int8 blocks as in training; the embedding becomes
 ``GatherBlockQuantized``; see :mod:`distilkit.quantize.int4`. ``prepare`` checks that
 ``group_size`` divides every quantized Linear's ``in_features`` and the embedding width.
 """

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import torch
 from rich.console import Console
@@ -27,13 +27,19 @@ from distilkit.errors import ConfigError, check, config_group
 from distilkit.hashing import key_of
 from distilkit.losses.causal_lm import TokenCrossEntropy
 from distilkit.measure.generation import generation_metrics
+from distilkit.measure.lm_quality import mean_nll, next_token_predictions, perplexity, real_positions, state_dict_mb
 from distilkit.measure.session import physical_cores
 from distilkit.measure.size import num_parameters, saved_size_mb
+from distilkit.models.tokenizer_check import tokenizer_mismatch
+from distilkit.prune.ffn import FFNPruner
+from distilkit.prune.heads import HeadPruner
 from distilkit.prune.none import NoPruner
 from distilkit.prune.vocab import FullVocab
-from distilkit.quantize.none import NoQuantizer
+from distilkit.quantize.ptq_static import PTQStaticQuantizer
 from distilkit.tasks.base import Task
 from distilkit.training.lm_module import LMDistillModule
+from distilkit.training.console_log import stage
+from distilkit.training.sequence_kd import SequenceStore, prompts_from, teacher_continuations
 from distilkit.training.topk_store import FIELDS, TopKStore, bytes_per_token, teacher_topk
 
 EVAL_SPLITS = ("dev", "test")
@@ -44,7 +50,8 @@ class CausalLM(Task):
     model_class = AutoModelForCausalLM
     finetune_loss = TokenCrossEntropy
 
-    def __init__(self, top_k: int | None = 32, generation: dict | None = None):
+    def __init__(self, top_k: int | None = 32, generation: dict | None = None, keep_fp32: Sequence[str] = (),
+                 sequence_kd: dict | None = None):
         check(top_k is None or top_k >= 1, "top_k", f"must be >= 1 or null (the full-vocabulary teacher online), got {top_k}")
         gen = {"prompt_tokens": 32, "new_tokens": 32, "repeats": 3, **(generation or {})}
         for key in ("prompt_tokens", "new_tokens", "repeats"):
@@ -52,6 +59,12 @@ class CausalLM(Task):
         check(gen["new_tokens"] >= 2, "generation.new_tokens", f"must be >= 2 (decode speed needs tokens after the first), got {gen['new_tokens']}")
         self.top_k = top_k
         self.generation = gen
+        seq = {"prompts": 0, "prompt_tokens": 16, "new_tokens": 48, **(sequence_kd or {})}
+        check(seq["prompts"] >= 0, "sequence_kd.prompts", f"must be >= 0 (0: off), got {seq['prompts']}")
+        for key in ("prompt_tokens", "new_tokens"):
+            check(seq[key] >= 1, f"sequence_kd.{key}", f"must be >= 1, got {seq[key]}")
+        self.sequence_kd = seq
+        self.keep_fp32 = tuple(keep_fp32)  # the quantizers' default keep_fp32 under this task (conf/quantizer/*.yaml read it)
 
     @property
     def stored_k(self) -> int:
@@ -64,6 +77,10 @@ class CausalLM(Task):
 
     # teacher and checks -------------------------------------------------------------------------
     def _check_against(self, config, data) -> None:
+        seq = self.sequence_kd
+        if seq["prompts"] and seq["prompt_tokens"] + seq["new_tokens"] > data.max_length:
+            raise ConfigError("task.sequence_kd.new_tokens", f"prompt_tokens + new_tokens = {seq['prompt_tokens'] + seq['new_tokens']} "
+                              f"is more than a block (data.max_length={data.max_length}); allowed: a sum <= {data.max_length}")
         context = getattr(config, "max_position_embeddings", None)
         if context is not None and data.max_length > context:
             raise ConfigError("data.max_length", f"is {data.max_length} but the teacher's context is {context} tokens; allowed 2..{context}")
@@ -76,7 +93,22 @@ class CausalLM(Task):
         with config_group("teacher"):
             config = run.teacher_spec.config()
         self._check_against(config, run.data)
+        self._check_tokenizers(run)
         return config
+
+    def _check_tokenizers(self, run) -> None:
+        """A student that brings its own tokenizer (``student=pretrained_lm``) must tokenize as the teacher does:
+        same token -> id mapping and special tokens, not only the same size (students built from the teacher share it)."""
+        own = getattr(run.student_spec, "tokenizer", None)
+        if not callable(own):
+            return
+        with config_group("student"):
+            student_tokenizer = own()
+        with config_group("teacher"):
+            teacher_tokenizer = run.teacher_spec.tokenizer(run.data.texts("train"))
+        mismatch = tokenizer_mismatch(teacher_tokenizer, student_tokenizer)
+        check(mismatch is None, "student", f"tokenizer mismatch: {mismatch}; teacher and student must share one tokenizer "
+              "(pick a student of the teacher's family, or student=distil / scratch_lm, built from the teacher)")
 
     def build_teacher(self, spec, data):
         return spec.build(data.texts("train"))
@@ -96,8 +128,13 @@ class CausalLM(Task):
 
     def check_compressors(self, run, student) -> None:
         check(type(run.vocab) is FullVocab, "vocab", "task=causal_lm supports vocab=full in this version")
-        check(isinstance(run.pruner, NoPruner), "pruner", "task=causal_lm supports pruner=none in this version")
-        check(isinstance(run.quantizer, NoQuantizer), "quantizer", "task=causal_lm supports quantizer=none in this version")
+        check(isinstance(run.pruner, (NoPruner, HeadPruner, FFNPruner)), "pruner",
+              f"{type(run.pruner).__name__} prunes BERT encoders; task=causal_lm narrows the student with pruner=heads (whole "
+              "key/value head groups) or pruner=ffn (gated-MLP neurons), or pruner=none")
+        check(not isinstance(run.quantizer, PTQStaticQuantizer), "quantizer",
+              "ptq_static calibrates onnxruntime's static int8 kernels, but task=causal_lm deploys the student in torch "
+              "(generation with the KV cache); use ptq_dynamic (int8), qat_int8 or qat_int4 (4-bit weights)")
+        super().check_compressors(run, student)  # keep_fp32 and group sizes against the student's modules
 
     def module(self, student, loss, optimizer, scheduler=None, teacher=None, compressors=None, log_prefix: str = ""):
         return LMDistillModule(student, loss, optimizer=optimizer, scheduler=scheduler, teacher=teacher, compressors=compressors,
@@ -105,6 +142,8 @@ class CausalLM(Task):
 
     # stored teacher outputs -----------------------------------------------------------------------
     def teacher_outputs(self, run, teacher, teacher_key: str) -> dict[str, dict[str, torch.Tensor]]:
+        if self.sequence_kd["prompts"]:  # the training split becomes the teacher's continuations (before its top-k is stored)
+            run.data.replace_train(self.teacher_sequences(run, teacher, teacher_key))
         store = TopKStore(run.cfg.paths.cache_dir)
         out = {}
         for split in SPLITS:
@@ -114,68 +153,88 @@ class CausalLM(Task):
             out[split] = store.get_or_compute(key, shape, lambda: teacher_topk(teacher, inputs, self.stored_k))
         return out
 
+    def teacher_sequences(self, run, teacher, teacher_key: str) -> torch.Tensor:
+        """Sequence-level KD blocks: corpus prompts + the teacher's greedy continuations, generated once and stored."""
+        seq, data = self.sequence_kd, run.data
+        prompts = prompts_from(data.encoded["train"]["input_ids"], seq["prompts"], seq["prompt_tokens"])
+        key = key_of(teacher_key, "sequence_kd", prompts, {"new_tokens": seq["new_tokens"], "decoding": "greedy"})
+        shape = (seq["prompts"], seq["prompt_tokens"] + seq["new_tokens"])
+
+        def generate() -> dict:
+            with stage(f"sequence KD: {seq['prompts']} teacher continuations of {seq['new_tokens']} tokens"):
+                ids = teacher_continuations(teacher, prompts, seq["new_tokens"], data.pad_id)
+            return {"input_ids": ids, "texts": data.tokenizer.batch_decode(ids[:, seq["prompt_tokens"]:])}
+
+        return SequenceStore(run.cfg.paths.cache_dir).get_or_compute(key, shape, generate)["input_ids"]
+
     def attach(self, data, outputs) -> None:
         if self.top_k is not None:
             data.attach_teacher_outputs({name: outputs["train"][name] for name in FIELDS if name != "target"})
 
     # evaluation and measurements ------------------------------------------------------------------
-    @torch.inference_mode()
     def predict(self, run, trained) -> dict[str, dict[str, torch.Tensor]]:
         """Per dev/test block: the student's log-prob of each real next token and its top-1 token."""
-        trained.eval()
-        out = {}
-        for split in EVAL_SPLITS:
-            inputs = run.data.inputs(split)
-            target, top1 = [], []
-            for start in range(0, len(inputs["input_ids"]), 8):
-                ids, mask = inputs["input_ids"][start : start + 8], inputs["attention_mask"][start : start + 8]
-                log_q = torch.log_softmax(trained(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-                target.append(log_q.gather(-1, ids[:, 1:, None]).squeeze(-1))
-                top1.append(log_q.argmax(-1))
-            out[split] = {"target": torch.cat(target), "top1": torch.cat(top1)}
-        return out
+        return {split: next_token_predictions(trained, run.data.inputs(split)) for split in EVAL_SPLITS}
 
     def measure(self, run, teacher, teacher_key, outputs, predicted, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
+        """Teacher and student (as trained: fp32 or fake-quantized) from the stored/predicted log-probs; with a
+        quantizer, the converted torch model (the deployed one: int8 / int4 kernels) evaluated and timed too."""
         data, student = run.data, converted.float_model
+        deployed = converted.torch_model if converted.torch_model is not student else None
         m: dict[str, float] = {}
         for split in EVAL_SPLITS:
-            real = data.inputs(split)["attention_mask"]
-            real = (real[:, 1:] * real[:, :-1]).bool()
-            n = int(real.sum())
-            m[f"teacher/{split}_ppl"] = math.exp(-float(outputs[split]["target"][real].double().sum()) / n)
-            m[f"student/{split}_ppl"] = math.exp(-float(predicted[split]["target"][real].double().sum()) / n)
-            m[f"student/{split}_nll"] = -float(predicted[split]["target"][real].double().sum()) / n
+            real = real_positions(data.inputs(split)["attention_mask"])
+            m[f"teacher/{split}_ppl"] = perplexity(outputs[split]["target"], real)
+            m[f"student/{split}_ppl"] = perplexity(predicted[split]["target"], real)
+            m[f"student/{split}_nll"] = mean_nll(predicted[split]["target"], real)
             m[f"student/agreement_{split}"] = float((predicted[split]["top1"][real] == outputs[split]["indices"][..., 0][real].long()).float().mean())
-            m[f"measure/{split}_tokens"] = n
+            m[f"measure/{split}_tokens"] = int(real.sum())
+            if deployed is not None:
+                got = next_token_predictions(deployed, data.inputs(split))
+                m[f"deploy/{split}_ppl"] = perplexity(got["target"], real)
+                m[f"deploy/agreement_{split}"] = float((got["top1"][real] == outputs[split]["indices"][..., 0][real].long()).float().mean())
+                m[f"deploy/top1_vs_student_{split}"] = float((got["top1"][real] == predicted[split]["top1"][real]).float().mean())
         for role, model in (("teacher", teacher), ("student", student)):
             m[f"{role}/params"] = num_parameters(model)
             m[f"{role}/size_mb"] = saved_size_mb(model)
         m["student/ppl_ratio_vs_teacher_dev"] = m["student/dev_ppl"] / m["teacher/dev_ppl"]
         m["measure/teacher_topk"] = self.top_k or 0
         m["measure/teacher_store_bytes_per_token"] = bytes_per_token(self.stored_k)
+        m["measure/sequence_kd_prompts"] = self.sequence_kd["prompts"]
+        m["measure/train_blocks"] = len(data.encoded["train"]["input_ids"])
         gen = self.generation
         first = data.encoded["dev"]["input_ids"][0]
         prompt = torch.tensor([first[: gen["prompt_tokens"]]], dtype=torch.long)
         threads = run.measure_spec.threads or physical_cores()
-        m |= generation_metrics({"teacher": teacher, "student": student}, prompt, gen["new_tokens"], gen["repeats"], threads)
+        timed = {"teacher": teacher, "student": student} | ({"deploy": deployed} if deployed is not None else {})
+        m |= generation_metrics(timed, prompt, gen["new_tokens"], gen["repeats"], threads)
         m["student/gen_decode_speedup_vs_teacher"] = m["student/gen_decode_tokens_per_s"] / m["teacher/gen_decode_tokens_per_s"]
+        m["deploy/bits"] = {"fp32": 32, "int8": 8, "int4": 4}[converted.precision]
+        if deployed is not None:  # the quantizer's cost (perplexity) and gain (decode speed, bytes) vs the float student
+            m["deploy/ppl_ratio_vs_student_dev"] = m["deploy/dev_ppl"] / m["student/dev_ppl"]
+            m["deploy/gen_decode_speedup_vs_student"] = m["deploy/gen_decode_tokens_per_s"] / m["student/gen_decode_tokens_per_s"]
+            m["deploy/state_dict_mb"] = state_dict_mb(deployed)
+            m["student/state_dict_mb"] = state_dict_mb(student)
+            m["deploy/size_ratio_vs_student"] = m["student/state_dict_mb"] / m["deploy/state_dict_mb"]
         return m
 
     def print_table(self, metrics: dict[str, float], run) -> None:
         rows = [("dev perplexity", "dev_ppl", "{:.2f}"), ("test perplexity", "test_ppl", "{:.2f}"), ("top-1 agreement (dev)", "agreement_dev", "{:.3f}"),
-                ("params (M)", "params", "{:.2f}"), ("size (MB)", "size_mb", "{:.2f}"), ("time to first token (ms)", "gen_ttft_ms", "{:.1f}"),
-                ("decode (tokens/s)", "gen_decode_tokens_per_s", "{:.1f}")]
-        table = Table(title="distilkit causal LM: teacher vs student",
+                ("params (M)", "params", "{:.2f}"), ("size (MB, safetensors)", "size_mb", "{:.2f}"), ("state dict (MB)", "state_dict_mb", "{:.2f}"),
+                ("time to first token (ms)", "gen_ttft_ms", "{:.1f}"), ("decode (tokens/s)", "gen_decode_tokens_per_s", "{:.1f}")]
+        roles = ("teacher", "student") + (("deploy",) if "deploy/dev_ppl" in metrics else ())
+        table = Table(title="distilkit causal LM: teacher vs student" + (f" vs deployed int{int(metrics['deploy/bits'])} student" if len(roles) == 3 else ""),
                       caption=f"generation: batch 1, greedy, KV cache, prompt {int(metrics['measure/gen_prompt_tokens'])} tokens, "
                               f"{int(metrics['measure/gen_new_tokens'])} new, {int(metrics['measure/gen_threads'])} threads; teacher store: "
                               f"top-{int(metrics['measure/teacher_topk']) or 'full (online)'}")
-        for column in ("metric", "teacher", "student"):
+        for column in ("metric", *roles):
             table.add_column(column, justify="right")
         for label, key, fmt in rows:
             cells = []
-            for role in ("teacher", "student"):
+            for role in roles:
                 value = metrics.get(f"{role}/{key}")
                 value = value / 1e6 if value is not None and key == "params" else value
                 cells.append("-" if value is None else fmt.format(value))
-            table.add_row(label, *cells)
+            if any(cell != "-" for cell in cells):
+                table.add_row(label, *cells)
         Console().print(table)
