@@ -176,3 +176,21 @@ def test_split_rule_cuts_at_line_breaks_and_keeps_every_character():
     assert splits["train"] + splits["dev"] + splits["test"] == text
     assert all(part.endswith("\n") for part in splits.values())
     assert splits["train"].count("\n") == 90 and splits["dev"].count("\n") == 5 and splits["test"].count("\n") == 5
+
+
+def test_corpus_training_loader_replays_an_interrupted_epoch(tmp_path):
+    """resume: the causal-LM training loader draws the interrupted epoch's order again and skips the done batches."""
+    from distilkit.data.replay import Replay
+    from distilkit.data.text_corpus import TextCorpusData
+
+    data = TextCorpusData(path=str(tmp_path), batch_size=2)
+    data.encoded["train"] = {"input_ids": [[i, i + 1, i + 2] for i in range(0, 30, 3)]}  # 10 blocks, 5 batches
+    torch.manual_seed(0)
+    loader = data.train_dataloader()
+    epoch = [batch["input_ids"].tolist() for batch in loader]
+    drawn_from, after_two = data.train_order.rng, None
+    torch.manual_seed(123)  # the resumed process's generator is elsewhere
+    after_two = torch.get_rng_state()
+    data.train_order.replay = Replay(order_rng=drawn_from, skip=2, after_rng=after_two)
+    assert [batch["input_ids"].tolist() for batch in data.train_dataloader()] == epoch[2:]
+    assert torch.equal(torch.get_rng_state(), after_two)

@@ -36,6 +36,8 @@ from distilkit.models.custom import build_student, check_serves
 from distilkit.training.logit_store import LogitStore
 from distilkit.training.teacher_cache import TeacherCache
 from distilkit.training.distributed import apply_hardware, check_hardware
+from distilkit.training.checkpoint import Checkpointing, ResumeState, resume_point
+from distilkit.training.compile import CompileStudent
 
 log = logging.getLogger(__name__)
 GROUPS = ("task", "data", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "hardware")
@@ -88,6 +90,9 @@ class Run:
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
         self.trainer_overrides = check_hardware(cfg.hardware)  # devices, nodes, launcher, bf16 (scale-out)
         self.tracker = instantiate(cfg.tracking)
+        self.checkpointing = build_group(cfg, "checkpoint") if "checkpoint" in cfg else Checkpointing(every_n_steps=None)
+        self.resume = resume_point(cfg, self.checkpointing)  # resume=true with nothing to resume: ConfigError here, before any run
+        self.resumed_from_step: int | None = None
         self.teacher_cache = TeacherCache(cfg.paths.cache_dir)
         self.logit_store = LogitStore(cfg.paths.cache_dir)
         self.file_hashes = FileHashes(Path(cfg.paths.cache_dir) / "file_hashes.json")
@@ -185,8 +190,16 @@ class Run:
             teacher=teacher,
             compressors={"pruner": self.pruner, "quantizer": self.quantizer},
         )
-        trainer = self.trainer(*(instantiate(c) for c in self.cfg.get("callbacks", {}).values()))
-        trainer.fit(module, datamodule=self.data)
+        resume = ResumeState(getattr(self.data, "train_order", None))  # RNG and epoch order for an exact resume
+        callbacks = [*(instantiate(c) for c in self.cfg.get("callbacks", {}).values()), resume]
+        checkpoint = self.checkpointing.callback(self.resume.run_dir)
+        callbacks += [checkpoint] if checkpoint is not None else []
+        if self.cfg.hardware.get("compile"):
+            callbacks.append(CompileStudent())
+        # default_root_dir: where Lightning writes its SLURM requeue checkpoint (hpc_ckpt_N.ckpt), found on resume
+        trainer = self.trainer(*callbacks, default_root_dir=str(self.resume.run_dir), enable_checkpointing=checkpoint is not None)
+        trainer.fit(module, datamodule=self.data, ckpt_path=self.resume.checkpoint, weights_only=True)
+        self.resumed_from_step = resume.resumed_from_step
         return module.student.eval(), trainer.is_global_zero
 
     # 5. convert and export ------------------------------------------------------------------------
@@ -208,8 +221,12 @@ class Run:
     def __call__(self) -> dict[str, float]:
         checked = self.preflight()
         params = OmegaConf.to_container(self.cfg, resolve=True)
-        name = self.tracker.run_name or run_name(self.choices, self.overrides, checked.student_layers)
-        with self.tracker.run(params=params, tags=self.choices, name=name, description=self.command):
+        params.pop("resume", None)  # a resumed run logs its params again into the same run: they must not differ
+        overrides = [o for o in self.overrides if o.lstrip("+~").partition("=")[0] != "resume"]
+        name = self.tracker.run_name or run_name(self.choices, overrides, checked.student_layers)
+        with self.tracker.run(params=params, tags=self.choices, name=name, description=self.command, run_id=self.resume.run_id):
+            if self.tracker.enabled:  # rank 0: the MLflow run id beside the checkpoints (resume=true finds the run)
+                self.resume.record(self.tracker.run_id)
             with stage("teacher"):
                 teacher, tokenizer, teacher_key = self.teacher()
             with stage("teacher outputs"):
@@ -222,6 +239,8 @@ class Run:
             self.seed("student.fit")
             with stage("student fit"):
                 trained, is_global_zero = self.fit(student, fit_teacher)
+            if self.resumed_from_step is not None:
+                self.tracker.set_tags({"resumed_from_step": str(self.resumed_from_step)})
             if not is_global_zero:  # DDP: other ranks only train
                 return {}
             self.seed("measure")
@@ -242,6 +261,7 @@ class Run:
                 if deploy_onnx is not None:  # a task that exports no ONNX logs no deployable model
                     self.tracker.log_deployed(deploy_onnx, self.data.inputs("dev"), self.choices.get("data", "data"), self.data.fingerprint)
             self.task.print_table(metrics, self)
+        self.resume.finished()  # FINISHED: the checkpoints are not needed any more
         return metrics
 
 

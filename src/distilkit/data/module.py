@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from distilkit.data.batching import Collate, LengthBucketBatchSampler, batches_of, pad_batch
+from distilkit.data.replay import EpochOrder, ReplayableLoader
 from distilkit.errors import ConfigError, check
 
 SPLITS = ("train", "dev", "test")
@@ -56,6 +57,7 @@ class TextClassificationData(L.LightningDataModule):
         self.bucket_by_length = bucket_by_length
         self.pad_id = 0
         self.encoded: dict[str, dict] = {}
+        self.train_order = EpochOrder()  # where each training epoch's order came from (resume)
 
     @property
     def batching(self) -> dict:
@@ -128,7 +130,9 @@ class TextClassificationData(L.LightningDataModule):
         rows, collate = Columns(self.encoded[split]), Collate(self.pad_id)
         if shuffle and self.bucket_by_length:
             sampler = LengthBucketBatchSampler(RandomSampler(rows), self.batch_size, False, self.lengths(split))
-            return DataLoader(rows, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+            return ReplayableLoader(rows, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers, order=self.train_order)
+        if shuffle:  # replayable: a fit resumed mid-epoch draws the same order and skips what it trained (data/replay.py)
+            return ReplayableLoader(rows, batch_size=self.batch_size, shuffle=True, collate_fn=collate, num_workers=self.num_workers, order=self.train_order)
         return DataLoader(rows, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:

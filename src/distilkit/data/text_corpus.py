@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from distilkit.data.batching import batches_of, pad_batch
 from distilkit.data.module import SPLITS, Columns
+from distilkit.data.replay import EpochOrder, ReplayableLoader
 from distilkit.data.text_lines import read_text
 from distilkit.errors import ConfigError, check
 
@@ -91,6 +92,7 @@ class TextCorpusData(L.LightningDataModule):
         self.max_length, self.batch_size = max_length, batch_size
         self.max_train_blocks, self.max_eval_blocks = max_train_blocks, max_eval_blocks
         self.num_lines, self.seed, self.num_workers = num_lines, seed, num_workers
+        self.train_order = EpochOrder()  # where each training epoch's order came from (resume)
         self.pad_id = 0
         self.encoded: dict[str, dict] = {}
         self.tokenizer = None
@@ -185,7 +187,9 @@ class TextCorpusData(L.LightningDataModule):
                           collate_fn=CollateBlocks(self.pad_id), num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled training blocks, replayable from a checkpoint (``resume``: the interrupted epoch's order again)."""
+        return ReplayableLoader(Columns(self.encoded["train"]), batch_size=self.batch_size, shuffle=True,
+                                collate_fn=CollateBlocks(self.pad_id), num_workers=self.num_workers, order=self.train_order)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("dev", shuffle=False)

@@ -92,13 +92,18 @@ class MlflowTracker:
         return rank_zero_only.rank == 0
 
     @contextmanager
-    def run(self, params: dict, tags: dict[str, str], name: str | None = None, description: str = "") -> Iterator["MlflowTracker"]:
+    def run(self, params: dict, tags: dict[str, str], name: str | None = None, description: str = "",
+            run_id: str | None = None) -> Iterator["MlflowTracker"]:
+        """``run_id``: continue that run (a resumed run: status RUNNING again, same name, params logged again must be equal)."""
         if not self.enabled:
             yield self
             return
         mlflow.set_tracking_uri(self.tracking_uri)
         tags = {**tags, **self.extra_tags, DESCRIPTION_TAG: description} if description else {**tags, **self.extra_tags}
-        active = mlflow.start_run(experiment_id=self._experiment_id(), run_name=name or self.run_name, tags=tags, parent_run_id=self.parent_run_id)
+        if run_id is not None:
+            active = mlflow.start_run(run_id=run_id, tags=tags)
+        else:
+            active = mlflow.start_run(experiment_id=self._experiment_id(), run_name=name or self.run_name, tags=tags, parent_run_id=self.parent_run_id)
         self.run_id = active.info.run_id
         received: list[int] = []
         try:

@@ -106,6 +106,8 @@ def check_hardware(hardware) -> dict:
     matmul = hardware.get("matmul_precision")
     if matmul is not None:
         check(str(matmul) in ("highest", "high", "medium"), "hardware.matmul_precision", f"highest, high or medium, got {matmul!r}")
+    compile_ = hardware.get("compile", False)
+    check(isinstance(compile_, bool), "hardware.compile", f"true or false, got {compile_!r}")
     return overrides
 
 
