@@ -198,3 +198,14 @@ def test_compare_never_marks_an_infeasible_run_pareto_optimal():
     mark_pareto([fast, ok, worse])
     assert (fast.pareto, ok.pareto, worse.pareto) == (False, True, False)
     assert "| infeasible | over budget |" in table([fast, ok, worse])
+
+
+def test_a_seeded_sampler_resuming_a_study_does_not_repeat_its_first_parameters():
+    """Each resume is a new process: seed + trials done, so trial n of a resumed study is not trial 0 again."""
+    space = {"loss.T": FloatDistribution(1, 20, log=True)}
+    s = sweeper()
+    study = optuna.create_study(sampler=s.sampler(space), direction="maximize")
+    first = study.ask(space).params
+    again = optuna.create_study(sampler=s.sampler(space), direction="maximize").ask(space).params
+    resumed = optuna.create_study(sampler=s.sampler(space, done=1), direction="maximize").ask(space).params
+    assert again == first and resumed != first  # same seed: same draw (reproducible); resumed: a new one

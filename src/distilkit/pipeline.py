@@ -257,6 +257,7 @@ class Run:
                 converted.float_model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
                 self.tracker.log_artifacts(out, "student")
+                self.tracker.log_student(converted.float_model, self.data.inputs("dev"), tokenizer.pad_token_id)
                 if deploy_onnx is not None:  # a task that exports no ONNX logs no deployable model
                     self.tracker.log_deployed(deploy_onnx, self.data.inputs("dev"), self.choices.get("data", "data"), self.data.fingerprint)
             self.task.print_table(metrics, self)

@@ -30,6 +30,14 @@ class Classification(Task):
     model_class = AutoModelForSequenceClassification
     finetune_loss = CrossEntropy
 
+    def __init__(self, store_logits: bool = True):
+        """``store_logits``: the teacher's logits per split computed once, kept in the logit store and
+        read by every later run (the default); ``false``: no store is read or written, the frozen teacher
+        runs online in every training step (same loss, same numbers up to float order; slower) and its
+        dev/test logits for the metrics are computed in memory."""
+        check(isinstance(store_logits, bool), "store_logits", f"must be true or false, got {store_logits!r}")
+        self.store_logits = store_logits
+
     def options_hint(self, group: str) -> str:
         return {"data": "synthetic, sst2, text_lines", "teacher": "scratch, bert_base, minilm", "student": "distil, scratch",
                 "loss": "ce, kd, distilbert, intermediate"}.get(group, "see README")
@@ -59,11 +67,15 @@ class Classification(Task):
         )
 
     def module(self, student, loss, optimizer, scheduler=None, teacher=None, compressors=None, log_prefix: str = ""):
-        return DistillModule(student, loss, optimizer=optimizer, scheduler=scheduler, teacher=teacher, compressors=compressors, log_prefix=log_prefix)
+        return DistillModule(student, loss, optimizer=optimizer, scheduler=scheduler, teacher=teacher, compressors=compressors, log_prefix=log_prefix,
+                             online_teacher=not self.store_logits)
 
     # teacher logits -----------------------------------------------------------------------------
     def teacher_outputs(self, run, teacher, teacher_key: str) -> dict[str, torch.Tensor]:
-        """Teacher logits per split, from the store or computed once; keyed by teacher and split inputs."""
+        """Teacher logits per split, from the store or computed once; keyed by teacher and split inputs.
+        Store off: dev/test computed in memory, none for training (the teacher runs in the step)."""
+        if not self.store_logits:
+            return {split: predict_logits(teacher, run.data.inputs(split)) for split in SPLITS if split != "train"}
         out = {}
         for split in SPLITS:
             inputs = run.data.inputs(split)
@@ -73,7 +85,8 @@ class Classification(Task):
         return out
 
     def attach(self, data, outputs) -> None:
-        data.attach_teacher_logits(outputs["train"])
+        if self.store_logits:
+            data.attach_teacher_logits(outputs["train"])
 
     # deploy and measure -------------------------------------------------------------------------
     def export(self, model, path: Path, data) -> Path:

@@ -68,8 +68,9 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 class MlflowTracker:
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str, run_name: str | None = None,
-                 parent_run_id: str | None = None, tags: dict | None = None, register_as: str | None = None):
+                 parent_run_id: str | None = None, tags: dict | None = None, register_as: str | None = None, log_torch_model: bool = True):
         self.tracking_uri = tracking_uri
+        self.log_torch_model = log_torch_model  # the trained student as an MLflow PyTorch model too (beside the ONNX one)
         self.register_as = register_as  # a registry name: the deployed ONNX model is registered under it
         self.parent_run_id = parent_run_id  # a sweep's parent run: this run is nested under it
         self.extra_tags = {str(k): str(v) for k, v in (tags or {}).items()}  # e.g. optuna.study, optuna.trial
@@ -158,6 +159,34 @@ class MlflowTracker:
         mlflow.log_input(mlflow.data.from_numpy(example["input_ids"], name=dataset_name, digest=dataset_digest[:36]), context="dev")
         mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="deploy_onnx", signature=infer_signature(example),
                               pip_requirements=["onnxruntime"], registered_model_name=self.register_as, save_as_external_data=False)
+
+    def log_student(self, student, inputs: dict, pad_token_id: int | None) -> None:
+        """The trained (float) student as an MLflow PyTorch model ``student_torch``: pickled whole, so any
+        student loads back as trained (pruned heads, custom ``nn.Module`` students), through
+        ``mlflow.pytorch.load_model`` or pyfunc; int64 token ids ``[batch, seq]`` (padded with the pad
+        id) in, logits out (signature with free batch and length dims; two dev rows as input example).
+        Pickled, not ``pt2`` (torch.export): an exported graph holds one call form, and every student
+        type would have to trace; pickle runs code at load, so load these from a store you trust."""
+        if not (self.enabled and self.log_torch_model):
+            return
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        from distilkit.tracking.torch_model import LogitsFromIds, without_capturing_hooks
+
+        model = LogitsFromIds(student, pad_token_id).eval()
+        example = inputs["input_ids"][:2].long()
+        with torch.inference_mode():
+            logits = model(example, inputs["attention_mask"][:2])
+        # any batch size and length: int64 ids [-1, -1] in; logits [-1, (-1 per token,) classes or vocabulary] out
+        signature = ModelSignature(Schema([TensorSpec(np.dtype("int64"), (-1, -1))]),
+                                   Schema([TensorSpec(np.dtype("float32"), (-1, *[-1] * (logits.dim() - 2), logits.shape[-1]))]))
+        with without_capturing_hooks(model):
+            mlflow.pytorch.log_model(model, name="student_torch", signature=signature, input_example=example.numpy(),
+                                     serialization_format="pickle", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "transformers"])
 
     def lightning_logger(self):
         """A Lightning logger writing step metrics into this same run (its end status stays ours)."""

@@ -81,7 +81,8 @@ class StudentModule(L.LightningModule):
 
 class DistillModule(StudentModule):
     """Sequence classification. Teacher logits arrive in the batch (``teacher_logits``) from the soft-label
-    store; a loss that needs hidden states or attentions gets the frozen teacher run online."""
+    store; a loss that needs hidden states or attentions, or any teacher-using loss with
+    ``online_teacher`` (the store switched off: ``task.store_logits=false``), gets the frozen teacher run online."""
 
     def __init__(
         self,
@@ -92,8 +93,11 @@ class DistillModule(StudentModule):
         teacher: nn.Module | None = None,
         compressors: Mapping[str, object] | None = None,
         log_prefix: str = "",
+        online_teacher: bool = False,
     ):
-        super().__init__(student, loss, optimizer, scheduler, teacher if loss.needs in ONLINE else None, compressors, log_prefix)
+        online = loss.needs in ONLINE or (online_teacher and loss.needs != Needs.NOTHING)
+        super().__init__(student, loss, optimizer, scheduler, teacher if online else None, compressors, log_prefix)
+        self.online = online
         self.val_acc = MulticlassAccuracy(num_classes=student.config.num_labels, average="micro")
         self._restore_attention = None
 
@@ -119,7 +123,7 @@ class DistillModule(StudentModule):
     def _teacher(self, batch: dict) -> Outputs | None:
         if self.loss.needs == Needs.NOTHING:
             return None
-        if self.loss.needs == Needs.LOGITS:
+        if self.loss.needs == Needs.LOGITS and not self.online:
             return Outputs(batch["teacher_logits"])
         with torch.no_grad():
             return self._run(self.teacher, batch)

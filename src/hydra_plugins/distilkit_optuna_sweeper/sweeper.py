@@ -69,8 +69,12 @@ class DistilkitOptunaSweeper(Sweeper):
               f"{len(self.directions)} direction(s) for {len(self.objectives)} objective(s) {self.objectives}; give one per objective")
         check(bool(self.storage_url), f"{KEY}.storage", "is required: an RDB URL (sqlite:///FILE) or journal:FILE")
 
-    def sampler(self, space: dict) -> optuna.samplers.BaseSampler:
+    def sampler(self, space: dict, done: int = 0) -> optuna.samplers.BaseSampler:
+        """The sampler; a seeded one resuming a study of ``done`` trials is seeded ``seed + done`` (a seeded
+        sampler in a new process would otherwise draw the same first parameters again on every resume)."""
         kwargs = {}
+        if done and self.sampler_cfg.get("seed") is not None:
+            kwargs["seed"] = int(self.sampler_cfg.seed) + done
         if self.sampler_cfg._target_.endswith("GridSampler") and not self.sampler_cfg.get("search_space"):
             bad = [k for k, d in space.items() if not isinstance(d, (CategoricalDistribution, IntDistribution))]
             check(not bad, f"{KEY}.sampler", f"grid needs choice or range params; {bad} are intervals")
@@ -86,10 +90,11 @@ class DistilkitOptunaSweeper(Sweeper):
         space, fixed = parse(self.params, arguments, self.config, self.hydra_context.config_loader)
         check(bool(space), f"{KEY}.params", "the search space is empty; give e.g. 'loss.T=interval(1,20)' or hydra.sweeper.params")
         storage = open_storage(self.storage_url, self.heartbeat_interval, self.grace_period, self.max_retry)
-        sampler = self.sampler(space)
+        existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+        sampler = self.sampler(space, existing.get(self.study_name, 0))
         pruner = instantiate(self.pruner_cfg) if self.pruner_cfg is not None else optuna.pruners.NopPruner()
         prune = len(self.objectives) == 1 and not isinstance(pruner, optuna.pruners.NopPruner)
-        new = self.study_name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        new = self.study_name not in existing
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
         check(new or [d.name.lower() for d in study.directions] == self.directions, f"{KEY}.direction",
