@@ -146,3 +146,22 @@ def test_label_count_mismatch(compose_cfg, tiny_bert_dir, text_lines_dir):
     with pytest.raises(ConfigError) as err:
         run(compose_cfg("data=text_lines", f"data.path={text_lines_dir}", "teacher=minilm", f"teacher.name_or_path={tiny_bert_dir}", "teacher.finetuned=true", "trainer.fast_dev_run=true"), {})
     assert err.value.key == "teacher.name_or_path" and "2 labels" in err.value.message and "3" in err.value.message
+
+
+def test_teacher_key_unchanged_by_single_node_but_changed_by_more(compose_cfg):
+    """trainer.num_nodes joined the key later: at 1 it must leave cached teachers' keys as they were."""
+    from omegaconf import open_dict
+
+    from distilkit.pipeline import Run
+
+    def key(*overrides, drop=False):
+        cfg = compose_cfg(*overrides)
+        if drop:
+            with open_dict(cfg):
+                del cfg.trainer["num_nodes"]
+        return Run(cfg, {}).teacher_key()[0]
+
+    one = key()
+    assert one == key(drop=True)  # as if the key had never had num_nodes
+    assert key("trainer.num_nodes=2") != one
+    assert key("seed=1") != one  # the key does depend on what the fine-tune depends on

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 GROUPS = ("task", "data", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "hardware")
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
+# Trainer keys added after teachers were cached: left out of the key at these values, so a key stays what it was.
+TEACHER_KEY_OMITTED_AT = {"num_nodes": 1}
 # The teacher's optimizer and schedule are the config's, with these set by teacher.finetune.
 TEACHER_FINETUNE_SETS = {"optimizer": ("lr", "weight_decay"), "scheduler": ("warmup_fraction",)}
 
@@ -122,16 +124,24 @@ class Run:
     def teacher(self):
         """The teacher trained on the task (from the cache, or built, trained and cached); the data
         is tokenized with its tokenizer on the way."""
+        key, identity = self.teacher_key()
+        with self.teacher_cache.exclusive(key):  # concurrent jobs: one fine-tunes, the others wait and load
+            return self._teacher(key, identity)
+
+    def teacher_key(self) -> tuple[str, dict]:
+        """The teacher cache key: what the fine-tuned teacher depends on (model, data, seed, trainer, optimizer)."""
         spec, data = self.teacher_spec, self.data
-        trainer = {k: v for k, v in OmegaConf.to_container(self.cfg.trainer, resolve=True).items() if k not in NOT_IN_TEACHER_KEY}
+        trainer = {
+            k: v
+            for k, v in OmegaConf.to_container(self.cfg.trainer, resolve=True).items()
+            if k not in NOT_IN_TEACHER_KEY and not (k in TEACHER_KEY_OMITTED_AT and v == TEACHER_KEY_OMITTED_AT[k])
+        }
         optim = {
             group: {k: v for k, v in OmegaConf.to_container(self.cfg[group], resolve=True).items() if k not in keys}
             for group, keys in TEACHER_FINETUNE_SETS.items()
         }
         identity = {"teacher": spec.fingerprint(self.file_hashes), "versions": library_versions(), "data": data.fingerprint}
-        key = key_of(identity, data.max_length, data.batching, self.cfg.seed, trainer, optim)
-        with self.teacher_cache.exclusive(key):  # concurrent jobs: one fine-tunes, the others wait and load
-            return self._teacher(key, identity)
+        return key_of(identity, data.max_length, data.batching, self.cfg.seed, trainer, optim), identity
 
     def _teacher(self, key: str, identity: dict):
         spec, data = self.teacher_spec, self.data
