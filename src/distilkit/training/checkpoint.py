@@ -60,6 +60,10 @@ class StepCheckpoint(ModelCheckpoint):
 
     _deferred = False
 
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath) -> None:
+        """Lightning warns when the folder is not empty; ours always holds ``run.json`` (a fresh run
+        empties it first, a resumed run finds the checkpoint it resumes from): nothing to warn about."""
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.current.processed >= trainer.num_training_batches:
             self._deferred = self._deferred or (trainer.global_step % self._every_n_train_steps == 0)
