@@ -116,9 +116,11 @@ def test_layer_copy_student_equals_the_kept_teacher_layers():
         ([*LM, "vocab=train"], "vocab"),
         ([*LM, "pruner=width"], "pruner"),
         ([*LM, "pruner=heads"], "pruner.amount"),  # the tiny teacher has one key/value group: none can go
+        ([*LM, "pruner=ffn", "pruner.amount=0.1", "quantizer=qat_int4"], "quantizer.group_size"),  # pruned FFN width not a multiple of 32
     ],
     ids=["cls-teacher", "lm-teacher-cls-task", "cls-loss", "k>vocab", "block>context", "tokenizer-mismatch", "quantizer", "vocab",
-         "pruner-width", "heads-one-group"],
+         "pruner-width", "heads-one-group",
+         "pruned-ffn-vs-int4-group"],
 )
 def test_bad_input_names_key_and_leaves_nothing(overrides, key, compose_cfg, tmp_path):
     with pytest.raises(ConfigError) as err:

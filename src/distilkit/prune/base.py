@@ -20,6 +20,12 @@ class Pruner(ABC):
         """Validate the options against ``model`` before anything runs (it may live on the meta device:
         module names and shapes only, no values)."""
 
+    def shaped(self, model: nn.Module) -> nn.Module:
+        """A shape-only (meta-device) stand-in for what ``prepare`` will make of ``model``, so the
+        preflight can check the quantizer against the widths that will really be quantized
+        (default: pruning that keeps every shape, e.g. masks)."""
+        return model
+
     @abstractmethod
     def prepare(self, model: nn.Module) -> nn.Module:
         """Set up pruning before training (masks, or structured removal)."""

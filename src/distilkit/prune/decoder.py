@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from distilkit.errors import ConfigError
+from distilkit.prune.importance import top_indices
 from distilkit.prune.surgery import keep_columns, keep_rows
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -87,7 +88,7 @@ def prune_heads(model: nn.Module, layers: nn.ModuleList, amount: float) -> nn.Mo
     per_group = heads // kv
     for layer in layers:
         attn = layer.self_attn
-        kept = sorted(torch.topk(group_importance(attn, kv), kv - remove).indices.tolist())
+        kept = top_indices(group_importance(attn, kv), kv - remove).tolist()
         device = attn.q_proj.weight.device
         kv_index = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim, device=device) for g in kept])
         q_index = torch.cat([torch.arange(g * per_group * head_dim, (g + 1) * per_group * head_dim, device=device) for g in kept])
@@ -107,7 +108,7 @@ def prune_ffn(model: nn.Module, layers: nn.ModuleList, amount: float) -> nn.Modu
         return model
     for layer in layers:
         mlp = layer.mlp
-        index = torch.topk(gated_neuron_importance(mlp), keep).indices.sort().values
+        index = top_indices(gated_neuron_importance(mlp), keep).to(mlp.gate_proj.weight.device)
         mlp.gate_proj, mlp.up_proj = keep_rows(mlp.gate_proj, index), keep_rows(mlp.up_proj, index)
         mlp.down_proj = keep_columns(mlp.down_proj, index)
         mlp.intermediate_size = keep

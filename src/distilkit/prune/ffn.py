@@ -10,6 +10,8 @@ Training afterwards is the fine-tuning.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ from distilkit.errors import ConfigError
 from distilkit.prune.base import Pruner, check_fraction
 from distilkit.prune.decoder import decoder_layers, neurons_removed, prune_ffn
 from distilkit.prune.encoder import encoder_layers
-from distilkit.prune.importance import neuron_importance
+from distilkit.prune.importance import neuron_importance, top_indices
 from distilkit.prune.surgery import keep_neurons, record_structure
 
 
@@ -31,6 +33,9 @@ class FFNPruner(Pruner):
         if decoder_layers(model) is not None:  # a Llama-style causal LM (distilkit.prune.decoder)
             neurons_removed(model.config, self.amount)
 
+    def shaped(self, model: nn.Module) -> nn.Module:
+        return self.prepare(copy.deepcopy(model))
+
     def prepare(self, model: nn.Module) -> nn.Module:
         if (decoder := decoder_layers(model)) is not None:
             return prune_ffn(model, decoder, self.amount)
@@ -39,7 +44,7 @@ class FFNPruner(Pruner):
             keep = len(scores) - round(self.amount * len(scores))
             if keep < 1:
                 raise ConfigError("amount", f"{self.amount} would remove all {len(scores)} FFN neurons of layer {index}")
-            kept = torch.topk(scores, keep).indices
+            kept = top_indices(scores, keep, ascending=False)
             if keep < len(scores):
                 keep_neurons(layer, kept.tolist())
         record_structure(model)

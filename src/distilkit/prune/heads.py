@@ -11,6 +11,8 @@ the fine-tuning. The per-layer head counts are recorded in the config for
 
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
 from distilkit.errors import ConfigError
@@ -30,6 +32,14 @@ class HeadPruner(Pruner):
     def check(self, model: nn.Module) -> None:
         if decoder_layers(model) is not None:  # a Llama-style causal LM (distilkit.prune.decoder)
             groups_removed(model.config, self.amount)
+
+    def shaped(self, model: nn.Module) -> nn.Module:
+        """Decoder students: the narrowed shapes (every layer loses the same groups); encoders keep the
+        default (the global head ranking needs the weights)."""
+        if decoder_layers(model) is None:
+            return model
+        model = copy.deepcopy(model)
+        return prune_heads(model, decoder_layers(model), self.amount)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         if (decoder := decoder_layers(model)) is not None:

@@ -41,3 +41,12 @@ def neuron_importance(layer: nn.Module) -> Tensor:
     inner = _rows_with_bias(layer.intermediate.dense)
     outer = layer.output.dense.weight.detach().float()
     return inner.norm(dim=1) * outer.norm(dim=0)
+
+
+def top_indices(scores: torch.Tensor, k: int, ascending: bool = True) -> torch.Tensor:
+    """The indices of the ``k`` highest ``scores`` (ascending, or highest score first). On the meta device (the preflight's
+    shape-only student, see :meth:`Pruner.shaped`) there are no values: the first ``k``, same shapes."""
+    if scores.is_meta:
+        return torch.arange(k)
+    indices = torch.topk(scores, k).indices
+    return indices.sort().values if ascending else indices

@@ -40,6 +40,10 @@ class QATInt4Quantizer(QATQuantizer):
     def weight_fake_quant(self) -> nn.Module:
         return Int4WeightFakeQuant(self.group_size)
 
+    def check(self, model: nn.Module) -> None:
+        """Preflight: ``group_size`` against the (pruned, meta-device) student's widths."""
+        check_int4_shapes(quantized_modules(model, self.keep_fp32), self.group_size)
+
     def prepare(self, model: nn.Module) -> nn.Module:
         check_int4_shapes(quantized_modules(model, self.keep_fp32), self.group_size)
         return super().prepare(model)

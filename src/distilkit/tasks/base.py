@@ -58,9 +58,13 @@ class Task(ABC):
 
     def check_compressors(self, run, student) -> None:
         """The vocabulary pruner, pruner and quantizer checked against the (meta-device) student."""
-        for group in ("vocab", "pruner", "quantizer"):
+        for group in ("vocab", "pruner"):
             with config_group(group):
                 getattr(run, group).check(student)
+        with config_group("pruner"):
+            shaped = run.pruner.shaped(student)  # the widths the quantizer will really see
+        with config_group("quantizer"):
+            run.quantizer.check(shaped)
 
     @abstractmethod
     def module(self, student, loss, optimizer, scheduler=None, teacher=None, compressors=None, log_prefix: str = ""):
