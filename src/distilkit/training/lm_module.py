@@ -9,12 +9,9 @@ positions whose next token is real, and the teacher: its stored top-k form from 
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
-
 import torch
 from torch import nn
 
-from distilkit.losses.base import DistillLoss
 from distilkit.losses.causal_lm import SparseTeacher, token_ce
 from distilkit.losses.outputs import Needs, Outputs
 from distilkit.training.module import StudentModule
@@ -27,20 +24,8 @@ def shifted(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class LMDistillModule(StudentModule):
-    def __init__(
-        self,
-        student: nn.Module,
-        loss: DistillLoss,
-        optimizer: Callable,
-        scheduler: Callable | None = None,
-        teacher: nn.Module | None = None,
-        compressors: Mapping[str, object] | None = None,
-        log_prefix: str = "",
-        online_teacher: bool = False,
-    ):
-        online = online_teacher and loss.needs != Needs.NOTHING  # the full-vocabulary teacher run in the step
-        super().__init__(student, loss, optimizer, scheduler, teacher if online else None, compressors, log_prefix)
-        self.online = online
+    """Causal LM: the teacher's stored top-k arrives in the batch; with ``online_teacher`` (no top-k
+    store) the full-vocabulary teacher runs in the step."""
 
     def _logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]

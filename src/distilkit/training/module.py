@@ -33,15 +33,22 @@ class StudentModule(L.LightningModule):
         teacher: nn.Module | None = None,
         compressors: Mapping[str, object] | None = None,
         log_prefix: str = "",
+        online_teacher: bool = False,
     ):
         super().__init__()
         self.student = student
         self.loss = loss
-        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.online = self.runs_teacher_online(loss, online_teacher)  # else the teacher isn't kept
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None and self.online else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.compressors = dict(compressors or {})
         self.prefix = log_prefix
+
+    @staticmethod
+    def runs_teacher_online(loss: DistillLoss, online_teacher: bool) -> bool:
+        """Whether the training step runs the teacher (``online_teacher``: its stored outputs are switched off)."""
+        return online_teacher and loss.needs != Needs.NOTHING
 
     def setup(self, stage: str) -> None:
         if stage != "fit":
@@ -84,22 +91,15 @@ class DistillModule(StudentModule):
     store; a loss that needs hidden states or attentions, or any teacher-using loss with
     ``online_teacher`` (the store switched off: ``task.store_logits=false``), gets the frozen teacher run online."""
 
-    def __init__(
-        self,
-        student: nn.Module,
-        loss: DistillLoss,
-        optimizer: Callable,
-        scheduler: Callable | None = None,
-        teacher: nn.Module | None = None,
-        compressors: Mapping[str, object] | None = None,
-        log_prefix: str = "",
-        online_teacher: bool = False,
-    ):
-        online = loss.needs in ONLINE or (online_teacher and loss.needs != Needs.NOTHING)
-        super().__init__(student, loss, optimizer, scheduler, teacher if online else None, compressors, log_prefix)
-        self.online = online
+    def __init__(self, student: nn.Module, *args, **kwargs):
+        super().__init__(student, *args, **kwargs)
         self.val_acc = MulticlassAccuracy(num_classes=student.config.num_labels, average="micro")
         self._restore_attention = None
+
+    @staticmethod
+    def runs_teacher_online(loss: DistillLoss, online_teacher: bool) -> bool:
+        """Hidden-state and attention losses always run the teacher; the others when the store is off."""
+        return loss.needs in ONLINE or StudentModule.runs_teacher_online(loss, online_teacher)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.loss.needs == Needs.HIDDEN_AND_ATTENTIONS:  # attention maps before dropout (losses/attention.py)
