@@ -11,13 +11,13 @@ within a DDP job global rank 0 computes and writes while the other ranks wait at
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from distilkit.data.batching import batches_of
+from distilkit.training.atomic import torch_save_atomic
 from distilkit.training.distributed import barrier, exclusive, is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,7 @@ class LogitStore:
             if logits is None:
                 logits = compute().float().cpu()
                 assert tuple(logits.shape) == shape, (logits.shape, shape)
-                path = self.path(key)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                torch.save(logits, tmp)
-                os.replace(tmp, path)
+                torch_save_atomic(logits, self.path(key))
         barrier()
         return logits
 

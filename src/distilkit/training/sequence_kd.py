@@ -18,13 +18,13 @@ like the teacher logits), written to a temporary name and renamed under a per-ke
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from distilkit.errors import ConfigError
+from distilkit.training.atomic import torch_save_atomic
 from distilkit.training.distributed import barrier, exclusive, is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,6 @@ class SequenceStore:
             if stored is None:
                 stored = compute()
                 assert tuple(stored["input_ids"].shape) == shape, (stored["input_ids"].shape, shape)
-                path = self.path(key)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                torch.save(stored, tmp)
-                os.replace(tmp, path)
+                torch_save_atomic(stored, self.path(key))
         barrier()
         return stored

@@ -10,13 +10,13 @@ entry or one of the wrong shape is recomputed.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from distilkit.losses.causal_lm import sparse_teacher
+from distilkit.training.atomic import torch_save_atomic
 
 log = logging.getLogger(__name__)
 FIELDS = ("logprobs", "indices", "rest", "target")
@@ -65,8 +65,5 @@ class TopKStore:
                 log.warning("teacher top-k %s is unreadable (%s); recomputing", path, str(err).splitlines()[0])
         stored = compute()
         assert tuple(stored["logprobs"].shape) == shape, (stored["logprobs"].shape, shape)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(stored, tmp)
-        os.replace(tmp, path)
+        torch_save_atomic(stored, path)
         return stored
