@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -443,6 +444,8 @@ def test_parity_low_bit_verdict_is_on_the_99th_percentile_row():
     assert metrics[parity.PASS] == 1.0 and metrics[parity.QUANTILE] == 0.99
     assert "p99 row |dlogit| 0.00% <= 5.00%" in parity.parity_summary(metrics)
     assert parity.parity_metrics(trained, rare, "fp32")[parity.PASS] == 0.0  # fp32: the max row decides
+    close = parity.parity_summary(parity.parity_metrics(trained, trained + 1e-6, "fp32"))
+    assert re.fullmatch(r"parity PASS \(max \|dlogit\| \d\.\de-05% <= 0.01% of max \|logit\|; 1\.0e-06 abs, top-1 1\.000\)", close), close
     most = trained + 0.06 * scale * torch.rand(1000, 2, generator=generator).round()  # ~3 of 4 rows off by 6 %
     metrics = parity.parity_metrics(trained, most, "int8")
     assert metrics[parity.P99_REL] == pytest.approx(0.06, rel=1e-4) and metrics[parity.PASS] == 0.0

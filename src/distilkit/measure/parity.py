@@ -135,5 +135,11 @@ def parity_summary(metrics: dict[str, float]) -> str:
     quantile = metrics.get(QUANTILE, 1.0)
     checked = metrics[REL] if quantile == 1.0 else metrics[P99_REL]
     verdict, relation = ("PASS", "<=") if metrics[PASS] else ("FAIL", ">" if checked > bound else "<=")
-    return (f"parity {verdict} ({_statistic(quantile)} |dlogit| {checked:.2%} {relation} {bound:.2%} of max |logit|; "
-            f"max {metrics[REL]:.2%}, top-1 {metrics[TOP1]:.3f})")
+    beside = f"max {_percent(metrics[REL])}" if quantile != 1.0 else f"{metrics[MAX_ABS]:.1e} abs"
+    return (f"parity {verdict} ({_statistic(quantile)} |dlogit| {_percent(checked)} {relation} {_percent(bound)} of max |logit|; "
+            f"{beside}, top-1 {metrics[TOP1]:.3f})")
+
+
+def _percent(fraction: float) -> str:
+    """``0.0251`` -> ``2.51%``; below 0.01 % in two significant digits (fp32 parity is ~1e-7), not ``0.00%``."""
+    return f"{fraction:.2%}" if fraction == 0 or fraction >= 1e-4 else f"{fraction * 100:.1e}%"
