@@ -27,6 +27,10 @@ def test_run_name_says_what_differs_from_the_defaults():
     overrides = ["data=sst2", "data.path=/x", "loss.T=4", "loss.alpha=0.5", "quantizer=qat_int8", "paths.root_dir=/y", "seed=1"]
     assert run_name(choices, overrides, 3) == "sst2: minilm→distil[3] kd T=4 a=0.5 +qat_int8 seed=1"
     assert run_name({**choices, "data": "synthetic"}, ["loss.T=2"], 3) != run_name({**choices, "data": "synthetic"}, ["loss.T=4"], 3)
+    swept = ["data=sst2", "teacher.name_or_path=/m/all-MiniLM-L6-v2", "student.num_layers=3", "loss.T=3.709488999964027",
+             "loss.alpha=0.8917730007820798", "quantizer=qat_int8"]
+    assert run_name(choices, swept, 3) == "sst2: minilm→distil[3] kd T=3.709 a=0.8918 +qat_int8"  # sampler floats shortened
+    assert run_name(choices, ["student.num_layers=2"], None) == "sst2: minilm→distil L=2 kd +qat_int8"  # no depth shown: keep L
 
 
 def test_run_has_its_name_and_command_line(compose_cfg, shared_cache_dir, tmp_path):
