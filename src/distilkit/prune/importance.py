@@ -47,6 +47,6 @@ def top_indices(scores: torch.Tensor, k: int, ascending: bool = True) -> torch.T
     """The indices of the ``k`` highest ``scores`` (ascending, or highest score first). On the meta device (the preflight's
     shape-only student, see :meth:`Pruner.shaped`) there are no values: the first ``k``, same shapes."""
     if scores.is_meta:
-        return torch.arange(k)
+        return torch.arange(k, device="cpu")  # explicit: the preflight builds under torch.device("meta")
     indices = torch.topk(scores, k).indices
     return indices.sort().values if ascending else indices
