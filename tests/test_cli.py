@@ -33,8 +33,16 @@ EXPECTED = (
 )
 
 
-def train(root: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "train", *args, f"paths.root_dir={root}", *TINY, "data.num_train=96"]
+@pytest.fixture(scope="session")
+def cli_cache(tmp_path_factory) -> Path:
+    """One teacher cache for this file's runs (shared by the xdist workers; the cache locks its entries):
+    the tiny teacher on 96 rows is fine-tuned once, not once per test."""
+    return tmp_path_factory.getbasetemp().parent / "cli-cache"
+
+
+def train(root: Path, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "train", *args, f"paths.root_dir={root}", *TINY, "data.num_train=96",
+           *([f"paths.cache_dir={cache}"] if cache else [])]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
@@ -43,8 +51,8 @@ def runs(root: Path):
     return mlflow.search_runs(search_all_experiments=True)
 
 
-def test_train_writes_mlflow_run_with_every_metric(tmp_path):
-    proc = train(tmp_path, "loss=kd", "loss.T=3")
+def test_train_writes_mlflow_run_with_every_metric(tmp_path, cli_cache):
+    proc = train(tmp_path, "loss=kd", "loss.T=3", cache=cli_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = runs(tmp_path)
     assert len(found) == 1 and found["status"][0] == "FINISHED"
@@ -61,8 +69,8 @@ def test_train_writes_mlflow_run_with_every_metric(tmp_path):
     assert row["metrics.deploy/parity_pass"] == 1.0 and row["tags.deploy.parity"] == "pass"  # fp32 ONNX equals torch
 
 
-def test_multirun_gives_one_run_per_job(tmp_path):
-    proc = train(tmp_path, "-m", "loss.T=2,4", "trainer.fast_dev_run=true")
+def test_multirun_gives_one_run_per_job(tmp_path, cli_cache):
+    proc = train(tmp_path, "-m", "loss.T=2,4", "trainer.fast_dev_run=true", cache=cli_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = runs(tmp_path)
     assert sorted(found["params.loss.T"]) == ["2", "4"] and set(found["status"]) == {"FINISHED"}
@@ -70,19 +78,19 @@ def test_multirun_gives_one_run_per_job(tmp_path):
     assert all("python -m train" in note for note in found["tags.mlflow.note.content"])
 
 
-def test_hydra_sweep_syntax_choice_glob_range(tmp_path):
-    proc = train(tmp_path, "-m", "loss=choice(kd,ce)", "quantizer=glob(ptq_d*)", "seed=range(3,4)", "trainer.fast_dev_run=true")
+def test_hydra_sweep_syntax_choice_glob_range(tmp_path, cli_cache):
+    proc = train(tmp_path, "-m", "loss=choice(kd,ce)", "quantizer=glob(ptq_d*)", "seed=range(3,4)", "trainer.fast_dev_run=true", cache=cli_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = runs(tmp_path)
     assert sorted(found["tags.loss"]) == ["ce", "kd"]
     assert set(found["tags.quantizer"]) == {"ptq_dynamic"} and set(found["params.seed"]) == {"3"}
 
 
-def test_user_config_group_option_through_config_dir(tmp_path):
+def test_user_config_group_option_through_config_dir(tmp_path, cli_cache):
     user = tmp_path / "my_conf" / "student"
     user.mkdir(parents=True)
     (user / "one_layer.yaml").write_text("_target_: distilkit.models.student.DistilStudent\nnum_layers: 1\nlayer_map: null\n")
-    proc = train(tmp_path, "--config-dir", str(tmp_path / "my_conf"), "student=one_layer", "trainer.fast_dev_run=true")
+    proc = train(tmp_path, "--config-dir", str(tmp_path / "my_conf"), "student=one_layer", "trainer.fast_dev_run=true", cache=cli_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = runs(tmp_path).iloc[0]
     assert row["tags.student"] == "one_layer" and row["tags.mlflow.runName"].startswith("scratch→one_layer[1]")

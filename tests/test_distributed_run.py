@@ -39,6 +39,11 @@ def _runs(root: Path):
     return mlflow.search_runs(search_all_experiments=True)
 
 
+# `make test-all` (slow): a DDP run and a one-process run side by side cost ~100 s of CPU, which pushed
+# `make test` past its 10 minutes on 2 cores; test_distributed.py keeps the quick DDP checks in `make test`.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def side_by_side(tmp_path_factory):
     base = tmp_path_factory.mktemp("side_by_side")

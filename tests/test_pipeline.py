@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from distilkit.errors import ConfigError
 from distilkit.pipeline import run
@@ -34,6 +35,11 @@ GROUP_OPTIONS = [
 ]
 
 
+# The config's own choices: one of them (the data default) trains; the others compose to the very same config.
+DEFAULT_CHOICES = {k: v for item in OmegaConf.load(CONF / "config.yaml").defaults if isinstance(item, dict) for k, v in item.items()}
+TRAINS_THE_DEFAULT = "data"
+
+
 def option_overrides(group: str, option: str, tiny_bert_dir: Path, text_lines_dir: Path) -> list[str]:
     """What an option needs to run here, offline and tiny."""
     extra = {
@@ -59,6 +65,9 @@ def test_every_option_composes_and_trains(group, option, compose_cfg, tiny_bert_
     if group == "hardware" and option in ("ddp", "ddp_cpu", "fsdp", "multi_node"):  # several processes per run
         compose_cfg(f"{group}={option}")  # composes here; runs in tests/test_distributed_run.py (ddp_cpu), test_distributed.py
         pytest.skip("multi-process option: exercised by tests/test_distributed*.py")
+    if DEFAULT_CHOICES.get(group) == option and group != TRAINS_THE_DEFAULT:  # the same run as data=synthetic's
+        assert compose_cfg(f"{group}={option}") == compose_cfg()
+        return
     overrides = option_overrides(group, option, tiny_bert_dir, text_lines_dir)
     cfg = compose_cfg(*overrides, "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}")
     metrics = run(cfg, {group: option})
