@@ -4,7 +4,9 @@ trained-vs-deployed logit parity, ONNX int8/int4, quantized word embeddings, bad
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
+import pickle
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -333,6 +335,30 @@ def test_int4_torch_model_runs_int4_weights(int4_run):
     for linear in qat_linears(weight_only).values():
         linear.input_fq = nn.Identity()
     assert np.abs(logits(converted.torch_model, inputs) - logits(weight_only, inputs)).max() > 1e-4
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_int4_linear_runs_the_matmul_nbits_kernel_and_its_torch_twin_agrees(bias):
+    """On CPU without autograd Int4Linear runs onnxruntime's MatMulNBits on its codes; with autograd the same
+    arithmetic in torch. Both agree; copies, pickles and reloaded state get sessions of their own."""
+    torch.manual_seed(0)
+    layer = Int4Linear(nn.Linear(64, 48, bias=bias), group_size=16)
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        kernel = layer(x)
+    assert list(layer._sessions) == [torch.get_num_threads()]  # the onnxruntime kernel ran
+    twin = layer(x.clone().requires_grad_())  # autograd: the torch path
+    assert twin.requires_grad and kernel.shape == twin.shape == (3, 5, 48)
+    np.testing.assert_allclose(kernel.numpy(), twin.detach().numpy(), rtol=0, atol=1e-5)
+    copied = pickle.loads(pickle.dumps(copy.deepcopy(layer)))
+    assert copied._sessions == {}
+    with torch.no_grad():
+        np.testing.assert_array_equal(copied(x).numpy(), kernel.numpy())
+    other = Int4Linear(nn.Linear(64, 48, bias=bias), group_size=16)
+    with torch.no_grad():
+        other(x)  # builds a session over its own codes ...
+        other.load_state_dict(layer.state_dict())  # ... which loading new codes must drop
+        np.testing.assert_array_equal(other(x).numpy(), kernel.numpy())
 
 
 # --- parity: the deployed ONNX model computes what the trained model computed ----------------------

@@ -7,10 +7,14 @@ symmetric, with the codes of :func:`distilkit.quantize.fake_quant.int4_codes`.
   weight ``MatMul`` by ``com.microsoft::MatMulNBits`` (4-bit weights packed two per byte, one float
   scale per group, implicit zero point 8). ``accuracy_level=4`` makes the kernel quantize the
   activations to int8 per block at run time and use int8 dot products, which QAT emulates.
-* torch: :class:`Int4Linear` stores the packed 4-bit codes and group scales and dequantizes them
-  to fp32 for each forward pass (weight-only int4: real 4-bit storage, fp32 compute). torch's int4
-  CPU kernel ``aten._weight_int4pack_mm_for_cpu`` gives the same outputs but ran 40-80x slower
-  than this on an AVX2 CPU without AVX-512 (384x1536 layer, 64 and 2048 rows), so it is not used.
+* torch: :class:`Int4Linear` stores the packed 4-bit codes and group scales in ``MatMulNBits``' own
+  layout and, on CPU, runs that same onnxruntime kernel on them (one single-node session per layer,
+  built on first use), so the torch model that decodes causal LMs computes what the ONNX file and
+  ``qat_int4`` compute, at int4 speed (``bench/lm_kernels.py``). Elsewhere (GPU tensors, other
+  dtypes, autograd) it dequantizes the codes and rounds its input the same way in torch. torch's int4
+  CPU kernel ``aten._weight_int4pack_mm_for_cpu`` was tried instead: 40-80x slower than dequantizing
+  in fp32 on this AVX2 CPU without AVX-512, about 2x the fp32 matmul in bf16 (and bf16 activations
+  are not what ``qat_int4`` trains), so it is not used.
 
 The word-embedding table (unless kept in fp32) gets the same codes, in groups of ``group_size``
 features of each row: in ONNX ``com.microsoft::GatherBlockQuantized`` (uint8 data with ``bits=4``,
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
@@ -86,12 +91,39 @@ def unpack_int4(packed: Tensor) -> Tensor:
     return torch.stack([packed & 0x0F, packed >> 4], dim=-1).flatten(-2).float() - 8
 
 
+def matmul_nbits_session(packed: Tensor, scale: Tensor, bias: Tensor | None, group_size: int,
+                         threads: int) -> ort.InferenceSession:
+    """A one-node onnxruntime session ``Y = MatMulNBits(X)`` over packed codes ``[out, in / 2]`` and group scales
+    ``[out, in / group_size]`` (4 bits, zero point 8, ``accuracy_level=4``), the node ``quantize_onnx_int4`` writes.
+
+    ``threads`` intra-op threads that sleep between calls (no spinning: one model holds a session per layer)."""
+    out_features, in_features = packed.shape[0], 2 * packed.shape[1]
+    blocks = in_features // group_size
+    inits = [numpy_helper.from_array(packed.numpy().reshape(out_features, blocks, group_size // 2), "B"),
+             numpy_helper.from_array(scale.numpy().reshape(-1), "scales")]
+    inputs = ["X", "B", "scales"]
+    if bias is not None:  # inputs 3 and 4 (zero points, g_idx) left out
+        inits.append(numpy_helper.from_array(bias.numpy(), "bias"))
+        inputs += ["", "", "bias"]
+    node = helper.make_node("MatMulNBits", inputs, ["Y"], domain="com.microsoft", K=in_features, N=out_features,
+                            bits=4, block_size=group_size, accuracy_level=ACCURACY_LEVEL_INT8)
+    graph = helper.make_graph([node], "int4_linear", [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 class Int4Linear(nn.Module):
     """Linear layer holding packed 4-bit weight codes and per-group scales.
 
     Its input is rounded to int8 in blocks of ``group_size`` features, as ``MatMulNBits`` with
     ``accuracy_level=4`` does and as ``qat_int4`` trains: the torch model computes what was trained
-    (and what the ONNX file computes), which matters where it is the deployed model (causal LMs)."""
+    (and what the ONNX file computes), which matters where it is the deployed model (causal LMs).
+    fp32 CPU inputs without autograd run onnxruntime's ``MatMulNBits`` kernel itself (one session per
+    torch thread count, not saved or pickled); any other input the same arithmetic in torch."""
 
     def __init__(self, linear: nn.Linear, group_size: int):
         super().__init__()
@@ -101,14 +133,35 @@ class Int4Linear(nn.Module):
         self.register_buffer("scale", scale)  # [out, in / group_size]
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias)
+        self._sessions: dict[int, ort.InferenceSession] = {}
 
     def dequantized_weight(self) -> Tensor:
         """The fp32 ``[out, in]`` weight the codes stand for."""
         groups = unpack_int4(self.packed).reshape(self.out_features, -1, self.group_size)
         return (groups * self.scale[..., None]).reshape(self.out_features, self.in_features)
 
+    def kernel(self) -> ort.InferenceSession:
+        """The ``MatMulNBits`` session for the current ``torch.get_num_threads()`` (built on first use)."""
+        threads = torch.get_num_threads()
+        if threads not in self._sessions:
+            self._sessions[threads] = matmul_nbits_session(self.packed, self.scale, self.bias, self.group_size, threads)
+        return self._sessions[threads]
+
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad):
+            return torch.from_numpy(self.kernel().run(None, {"X": x.detach().contiguous().numpy()})[0])
         return F.linear(int8_block_fake_quant(x.float(), self.group_size), self.dequantized_weight(), self.bias).to(x.dtype)
+
+    def _apply(self, fn, recurse=True):  # .to(), .float(), ...: sessions hold copies of the old buffers
+        self._sessions = {}
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # load_state_dict: the same
+        self._sessions = {}
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_sessions": {}}
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
