@@ -18,6 +18,7 @@ from distilkit.losses.causal_lm import (
     forward_kl,
     generalized_jsd,
     reverse_kl,
+    sampled_teacher,
     skew_kl,
     sparse_teacher,
 )
@@ -132,3 +133,27 @@ def test_sparse_temperature_keeps_a_distribution():
     # top-k ratios are the tempered teacher's: log p_i - log p_j = (z_i - z_j) / T
     top = sparse_teacher(z, 3)
     assert torch.allclose(p[..., 0] - p[..., 1], (top.logprobs[..., 0] - top.logprobs[..., 1]) / 2.0, atol=1e-5)
+
+
+def test_sampled_form_is_an_unbiased_estimate_of_the_forward_kl_gradient():
+    """k draws per token stored as frequencies: E[p_hat] = p, and KL(p_hat || q)'s gradient over the full vocabulary
+    is q - p_hat, so its mean over draws is forward KL's q - p (the top-k buckets' is not)."""
+    teacher, student = logits(0).float(), logits(1).float()
+    generator = torch.Generator().manual_seed(0)
+    one = sampled_teacher(teacher, 8, generator)
+    freq = one.logprobs.exp()
+    assert torch.allclose(freq.sum(-1), torch.ones(B, S)) and torch.all(one.rest == float("-inf"))
+    assert torch.all(freq[..., :-1] >= freq[..., 1:])  # descending, like top-k
+    assert torch.all((freq * 8 - (freq * 8).round()).abs() < 1e-5)  # counts of 8 draws
+
+    def grad(form) -> torch.Tensor:
+        z = student.clone().requires_grad_()
+        log_p, log_q = bucket_log_probs(z, form)
+        forward_kl(log_p, log_q).sum().backward()
+        return z.grad
+
+    mean = sum(grad(sampled_teacher(teacher, 8, generator)) for _ in range(400)) / 400
+    exact = torch.softmax(student, -1) - torch.softmax(teacher, -1)  # d KL(p || softmax(z)) / dz
+    assert torch.allclose(grad(one), torch.softmax(student, -1) - torch.zeros_like(student).scatter_add(-1, one.indices, freq), atol=1e-6)
+    assert (mean - exact).abs().max() < 0.03  # 3200 draws per token: the estimate's noise is ~0.01
+    assert (grad(sparse_teacher(teacher, 3)) - exact).abs().max() > 0.05  # top-3 + rest: biased

@@ -84,6 +84,25 @@ def test_online_full_vocabulary_teacher_and_ce_baseline(compose_cfg, shared_cach
         assert metrics["student/dev_ppl"] > 1
 
 
+def test_sampled_store_trains_on_teacher_draws(compose_cfg, shared_cache_dir):
+    """teacher_store=sampled: the training split holds frequencies of k teacher draws (seeded), dev/test the exact top-k."""
+    seen = {}
+    original = TopKStore.get_or_compute
+    def spy(self, key, shape, compute):
+        seen[len(seen)] = out = original(self, key, shape, compute)
+        return out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TopKStore, "get_or_compute", spy)
+        metrics = run(compose_cfg(*LM, "task.teacher_store=sampled", "trainer.fast_dev_run=true", f"paths.cache_dir={shared_cache_dir}"), {})
+    train, dev = seen[0], seen[1]
+    real = train["rest"] != 0
+    counts = train["logprobs"][real].exp() * 8
+    assert torch.all(train["rest"][real] == float("-inf")) and torch.allclose(counts.sum(-1), torch.full_like(counts[:, 0], 8.0))
+    assert torch.allclose(counts, counts.round(), atol=1e-4) and (counts == 0).any()  # frequencies of 8 draws, some slots unused
+    assert torch.isfinite(dev["rest"]).all()  # dev: exact top-k and rest
+    assert metrics["student/dev_ppl"] > 1 and 0 <= metrics["student/agreement_dev"] <= 1
+
+
 def test_layer_copy_student_equals_the_kept_teacher_layers():
     teacher = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
                                            num_key_value_heads=1, intermediate_size=32))
@@ -117,10 +136,13 @@ def test_layer_copy_student_equals_the_kept_teacher_layers():
         ([*LM, "pruner=width"], "pruner"),
         ([*LM, "pruner=heads"], "pruner.amount"),  # the tiny teacher has one key/value group: none can go
         ([*LM, "pruner=ffn", "pruner.amount=0.1", "quantizer=qat_int4"], "quantizer.group_size"),  # pruned FFN width not a multiple of 32
+        ([*LM, "task.teacher_store=sampled", "loss=lm_rkl"], "task.teacher_store"),  # sampled estimates forward KL only
+        ([*LM, "task.teacher_store=sampled", "loss.T=2"], "task.teacher_store"),  # ... at T = 1
+        ([*LM, "task.teacher_store=topk"], "task.teacher_store"),
     ],
     ids=["cls-teacher", "lm-teacher-cls-task", "cls-loss", "k>vocab", "block>context", "tokenizer-mismatch", "quantizer", "vocab",
          "pruner-width", "heads-one-group",
-         "pruned-ffn-vs-int4-group"],
+         "pruned-ffn-vs-int4-group", "sampled-rkl", "sampled-T2", "store-name"],
 )
 def test_bad_input_names_key_and_leaves_nothing(overrides, key, compose_cfg, tmp_path):
     with pytest.raises(ConfigError) as err:

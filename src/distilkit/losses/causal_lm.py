@@ -59,6 +59,23 @@ def sparse_teacher(logits: torch.Tensor, k: int) -> SparseTeacher:
     return SparseTeacher(top, idx, torch.logsumexp(masked, dim=-1))
 
 
+def sampled_teacher(logits: torch.Tensor, k: int, generator: torch.Generator) -> SparseTeacher:
+    """The sampled form of full logits ``[..., vocab]`` (random-sampling KD, Anshumann et al. 2025, "Sparse Logit
+    Sampling"): ``k`` tokens drawn per position from the teacher's distribution ``p`` (T = 1, with replacement),
+    stored as their empirical frequencies ``p_hat_i = count_i / k`` (descending; unused slots ``log 0``) and no
+    rest mass. ``E[p_hat] = p``, so the gradient of ``KL(p_hat || q)`` over the full vocabulary,
+    ``q - p_hat``, is an unbiased estimate of forward KL's ``q - p``; top-k's buckets leave the student's tail
+    unshaped and are biased."""
+    probs = F.softmax(logits.float(), dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    draws = torch.multinomial(flat, k, replacement=True, generator=generator)
+    counts = torch.zeros_like(flat).scatter_add_(-1, draws, torch.ones_like(draws, dtype=flat.dtype))
+    top, idx = counts.topk(k, dim=-1)
+    shape = (*logits.shape[:-1], k)
+    logprobs = torch.log(top / k).reshape(shape)
+    return SparseTeacher(logprobs, idx.reshape(shape), torch.full(logits.shape[:-1], float("-inf")))
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` ``[batch, seq]`` over positions where ``mask`` is 1."""
     mask = mask.to(values.dtype)

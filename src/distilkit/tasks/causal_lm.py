@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM
 from distilkit.data.module import SPLITS
 from distilkit.errors import ConfigError, check, config_group
 from distilkit.hashing import key_of
-from distilkit.losses.causal_lm import TokenCrossEntropy
+from distilkit.losses.causal_lm import ForwardKL, TokenCrossEntropy
 from distilkit.measure.generation import generation_metrics
 from distilkit.measure.lm_quality import mean_nll, next_token_predictions, perplexity, real_positions, state_dict_mb
 from distilkit.measure.session import physical_cores
@@ -43,6 +43,7 @@ from distilkit.training.sequence_kd import SequenceStore, prompts_from, teacher_
 from distilkit.training.topk_store import FIELDS, TopKStore, bytes_per_token, teacher_topk
 
 EVAL_SPLITS = ("dev", "test")
+TEACHER_STORES = ("top_k", "sampled")
 
 
 class CausalLM(Task):
@@ -51,8 +52,12 @@ class CausalLM(Task):
     finetune_loss = TokenCrossEntropy
 
     def __init__(self, top_k: int | None = 32, generation: dict | None = None, keep_fp32: Sequence[str] = (),
-                 sequence_kd: dict | None = None):
+                 sequence_kd: dict | None = None, teacher_store: str = "top_k"):
         check(top_k is None or top_k >= 1, "top_k", f"must be >= 1 or null (the full-vocabulary teacher online), got {top_k}")
+        check(teacher_store in TEACHER_STORES, "teacher_store", f"must be one of {', '.join(TEACHER_STORES)}, got {teacher_store!r}")
+        check(teacher_store == "top_k" or top_k is not None, "teacher_store",
+              "sampled stores top_k draws per token; with top_k=null (the online teacher) use teacher_store=top_k")
+        self.teacher_store = teacher_store
         gen = {"prompt_tokens": 32, "new_tokens": 32, "repeats": 3, **(generation or {})}
         for key in ("prompt_tokens", "new_tokens", "repeats"):
             check(gen[key] >= 1, f"generation.{key}", f"must be >= 1, got {gen[key]}")
@@ -70,6 +75,15 @@ class CausalLM(Task):
     def stored_k(self) -> int:
         """k of the store: ``top_k``, or 1 with an online teacher (dev/test metrics still come from the store)."""
         return self.top_k or 1
+
+    def check_serves(self, objects: dict[str, object]) -> None:
+        """Besides the task's groups: the sampled store is an unbiased estimate of forward KL at T = 1 only."""
+        super().check_serves(objects)
+        loss = objects["loss"]
+        if self.teacher_store == "sampled" and not isinstance(loss, TokenCrossEntropy):
+            check(isinstance(loss, ForwardKL) and loss.T == 1, "task.teacher_store",
+                  f"sampled (frequencies of teacher draws) estimates forward KL at T=1 only, got {type(loss).__name__} "
+                  f"T={getattr(loss, 'T', None)}; use loss=lm_fkl loss.T=1 or teacher_store=top_k")
 
     def options_hint(self, group: str) -> str:
         return {"data": "text_corpus", "teacher": "tiny_lm, smollm2", "student": "distil, scratch_lm",
@@ -148,9 +162,14 @@ class CausalLM(Task):
         out = {}
         for split in SPLITS:
             inputs = run.data.inputs(split)
-            key = key_of(teacher_key, split, inputs["input_ids"], inputs["attention_mask"], {"top_k": self.stored_k})
+            form = {"top_k": self.stored_k}
+            sampled = self.teacher_store == "sampled" and split == "train"  # dev/test: exact top-k (agreement reads top-1)
+            if sampled:
+                form.update(teacher_store="sampled", seed=run.cfg.seed)
+            key = key_of(teacher_key, split, inputs["input_ids"], inputs["attention_mask"], form)
             shape = (len(inputs["input_ids"]), run.data.max_length - 1, self.stored_k)
-            out[split] = store.get_or_compute(key, shape, lambda: teacher_topk(teacher, inputs, self.stored_k))
+            generator = torch.Generator().manual_seed(run.cfg.seed) if sampled else None
+            out[split] = store.get_or_compute(key, shape, lambda: teacher_topk(teacher, inputs, self.stored_k, generator=generator))
         return out
 
     def teacher_sequences(self, run, teacher, teacher_key: str) -> torch.Tensor:

@@ -3,7 +3,9 @@
 Per block ``[L - 1, ...]`` (positions that predict a next token): ``logprobs`` ``[k]`` float32 (descending),
 ``indices`` ``[k]`` int32, ``rest`` (log of the mass outside the top-k), and ``target`` (the log-prob of
 the real next token, for the teacher's perplexity with no teacher forward pass). Padding positions are 0.
-Bytes per token: ``8 k + 8``. Entries are written to a temporary name and renamed; an unreadable
+With a ``generator`` the training split's form is the sampled one instead
+(:func:`distilkit.losses.causal_lm.sampled_teacher`: ``k`` draws from the teacher, their frequencies, no rest
+mass: ``log 0``). Bytes per token: ``8 k + 8``. Entries are written to a temporary name and renamed; an unreadable
 entry or one of the wrong shape is recomputed.
 """
 
@@ -15,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from distilkit.losses.causal_lm import sparse_teacher
+from distilkit.losses.causal_lm import sampled_teacher, sparse_teacher
 from distilkit.training.atomic import torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -27,15 +29,17 @@ def bytes_per_token(k: int) -> int:
 
 
 @torch.inference_mode()
-def teacher_topk(model: torch.nn.Module, inputs: dict[str, torch.Tensor], k: int, batch_size: int = 8) -> dict[str, torch.Tensor]:
-    """The stored form of ``model``'s next-token distributions over every block of ``inputs`` ``[N, L]``."""
+def teacher_topk(model: torch.nn.Module, inputs: dict[str, torch.Tensor], k: int, batch_size: int = 8,
+                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The stored form of ``model``'s next-token distributions over every block of ``inputs`` ``[N, L]``: top-k, or
+    ``k`` samples drawn with ``generator``."""
     model.eval()
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     out = {name: [] for name in FIELDS}
     for start in range(0, len(ids), batch_size):
         b_ids, b_mask = ids[start : start + batch_size], mask[start : start + batch_size]
         logits = model(input_ids=b_ids, attention_mask=b_mask).logits[:, :-1].float()
-        sparse = sparse_teacher(logits, k)
+        sparse = sparse_teacher(logits, k) if generator is None else sampled_teacher(logits, k, generator)
         target = torch.log_softmax(logits, -1).gather(-1, b_ids[:, 1:, None]).squeeze(-1)
         real = (b_mask[:, 1:] * b_mask[:, :-1]).bool()
         out["logprobs"].append(torch.where(real[..., None], sparse.logprobs, 0.0))
@@ -58,7 +62,7 @@ class TopKStore:
         if path.is_file():
             try:
                 stored = torch.load(path, weights_only=True)
-                if set(stored) == set(FIELDS) and tuple(stored["logprobs"].shape) == shape and torch.isfinite(stored["logprobs"]).all():
+                if set(stored) == set(FIELDS) and tuple(stored["logprobs"].shape) == shape and not torch.isnan(stored["logprobs"]).any():
                     return stored
                 log.warning("teacher top-k %s has the wrong shape or values; recomputing", path)
             except Exception as err:
