@@ -2,7 +2,7 @@
 
 Rows (same tokens, same student init, same steps per seed): the student trained with next-token CE only
 (``ce``), with each KD loss on the stored top-k teacher (``fkl``, ``rkl``, ``jsd``, ``skew``), forward KL on a
-top-256 store (``fkl_k256``), on 32 teacher draws per token (``fkl_sampled``: ``task.teacher_store=sampled``,
+top-256 and a top-512 store (``fkl_k256``, ``fkl_k512``), on 32 teacher draws per token (``fkl_sampled``: ``task.teacher_store=sampled``,
 random-sampling KD) and with the full-vocabulary teacher run online (``fkl_full``: stored forms vs the full
 distribution, same seed),
 and forward KL deployed quantized (``fkl_int8``: ``ptq_dynamic``; ``fkl_int4``: ``qat_int4``), whose
@@ -61,6 +61,7 @@ ROWS = [
     ("jsd", "JSD beta=0.5, top-k", ["loss=lm_jsd"], False, True),
     ("skew", "skew KL lam=0.1, top-k", ["loss=lm_skew_kl"], False, True),
     ("fkl_k256", "forward KL, top-256", ["loss=lm_fkl", "task.top_k=256"], False, True),
+    ("fkl_k512", "forward KL, top-512", ["loss=lm_fkl", "task.top_k=512"], False, True),
     ("fkl_sampled", "forward KL, 32 teacher draws", ["loss=lm_fkl", "task.teacher_store=sampled"], False, True),
     ("fkl_full", "forward KL, full vocab online", ["loss=lm_fkl", "task.top_k=null"], False, True),
     ("fkl_int8", "forward KL + ptq_dynamic (int8)", ["loss=lm_fkl", "quantizer=ptq_dynamic"], False, True),
@@ -118,7 +119,7 @@ def summary(results: dict) -> list[str]:
                 lines.append(f"{rows[row]['label']} vs CE only, seeds {sorted(seeds)}: dev ppl {statistics.mean(kd):.3f} vs "
                              f"{statistics.mean(base):.3f} ({100 * (statistics.mean(kd) / statistics.mean(base) - 1):+.1f} %; per seed {per_seed})")
     full = rows.get("fkl_full", {}).get("runs", {})
-    for row in ("fkl", "fkl_k256", "fkl_sampled") if full else ():
+    for row in ("fkl", "fkl_k256", "fkl_k512", "fkl_sampled") if full else ():
         seeds = [int(s) for s in full]
         topk, f = dev_ppl(results, row, seeds), dev_ppl(results, "fkl_full", seeds)
         if topk and len(topk) == len(f):
