@@ -66,7 +66,7 @@ ROWS = [
     ("fkl_full", "forward KL, full vocab online", ["loss=lm_fkl", "task.top_k=null"], False, True),
     ("fkl_int8", "forward KL + ptq_dynamic (int8)", ["loss=lm_fkl", "quantizer=ptq_dynamic"], False, True),
     ("fkl_int4", "forward KL + qat_int4", ["loss=lm_fkl", "quantizer=qat_int4"], False, True),
-    ("seqkd", "sequence-level KD (CE on 64 teacher continuations)", ["loss=lm_ce", "task.sequence_kd.prompts=64"], False, False),
+    ("seqkd", "sequence-level KD (CE on 320 teacher continuations)", ["loss=lm_ce", "task.sequence_kd.prompts=320"], False, False),
 ]
 COLUMNS = [("dev ppl", "student/dev_ppl", "{:.2f}"), ("test ppl", "student/test_ppl", "{:.2f}"), ("agreement dev", "student/agreement_dev", "{:.3f}"),
            ("params M", "student/params", "{:.1f}"), ("size MB", "student/size_mb", "{:.1f}"), ("decode tok/s", "student/gen_decode_tokens_per_s", "{:.1f}"),
