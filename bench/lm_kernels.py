@@ -4,8 +4,9 @@ Why ``deploy/gen_decode_speedup_vs_student`` is what it is: one token of greedy 
 ``[1, in]`` activation by every weight matrix. This times that product for SmolLM2-135M's shapes (q/o
 576x576, k/v 192x576, gate/up 1536x576, down 576x1536, lm_head 49152x576) with the modules the LM
 quantizers deploy: ``nn.Linear`` (fp32), ``ptq_dynamic``'s dynamic int8 Linear (weights per channel,
-activations quantized at run time) and ``qat_int4``'s ``Int4Linear`` (packed 4-bit weights, run by onnxruntime's
-``MatMulNBits`` kernel with int8 activations, the ONNX deploy's kernel). All cells in one process, interleaved round by round, threads fixed; the median per cell.
+activations quantized at run time) and ``qat_int4``'s ``Int4Linear`` (packed 4-bit weights, run by
+onnxruntime's ``MatMulNBits`` kernel with int8 activations, the ONNX deploy's kernel). All cells in one
+process, interleaved round by round, threads fixed; the median per cell.
 Writes ``bench/results/lm_kernels.{md,json}``.
 
     python bench/lm_kernels.py --threads 2 --rounds 20

@@ -82,9 +82,10 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int) -> Path:
     return path
 
 
-def ort_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU inference session with all graph optimizations; ``threads`` sets intra-op threads (then inter-op 1
-    and no spin-waiting, for sessions timed side by side in one process)."""
+def ort_session(model: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU inference session (over a file, or a serialized model) with all graph optimizations; ``threads`` sets
+    intra-op threads (then inter-op 1 and no spin-waiting, for sessions timed side by side in one process, or
+    many sessions in one model)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
@@ -92,7 +93,7 @@ def ort_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"])
 
 
 def _int64(x: np.ndarray | torch.Tensor) -> np.ndarray:

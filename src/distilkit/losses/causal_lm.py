@@ -73,7 +73,7 @@ def sampled_teacher(logits: torch.Tensor, k: int, generator: torch.Generator) ->
     top, idx = counts.topk(k, dim=-1)
     shape = (*logits.shape[:-1], k)
     logprobs = torch.log(top / k).reshape(shape)
-    return SparseTeacher(logprobs, idx.reshape(shape), torch.full(logits.shape[:-1], float("-inf")))
+    return SparseTeacher(logprobs, idx.reshape(shape), logits.new_full(logits.shape[:-1], float("-inf")))
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

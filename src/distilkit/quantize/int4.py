@@ -41,7 +41,7 @@ from onnx import helper, numpy_helper
 from torch import Tensor, nn
 
 from distilkit.errors import ConfigError
-from distilkit.export.onnx import atomic_output
+from distilkit.export.onnx import atomic_output, ort_session
 from distilkit.quantize.fake_quant import int4_codes, int8_block_fake_quant
 from distilkit.quantize.onnx_graph import (
     EmbeddingRewrite, load_for_quantization, quantize_word_embedding, quiet_ort_logging,
@@ -110,10 +110,7 @@ def matmul_nbits_session(packed: Tensor, scale: Tensor, bias: Tensor | None, gro
     graph = helper.make_graph([node], "int4_linear", [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, None)],
                               [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort_session(model.SerializeToString(), threads)
 
 
 class Int4Linear(nn.Module):

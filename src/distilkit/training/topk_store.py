@@ -62,7 +62,7 @@ class TopKStore:
         if path.is_file():
             try:
                 stored = torch.load(path, weights_only=True)
-                if set(stored) == set(FIELDS) and tuple(stored["logprobs"].shape) == shape and not torch.isnan(stored["logprobs"]).any():
+                if set(stored) == set(FIELDS) and tuple(stored["logprobs"].shape) == shape and (stored["logprobs"] <= 0).all():  # log-probs; NaN and +inf fail, log 0 (a sampled slot) passes
                     return stored
                 log.warning("teacher top-k %s has the wrong shape or values; recomputing", path)
             except Exception as err:
