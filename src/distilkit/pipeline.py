@@ -40,7 +40,7 @@ from distilkit.training.checkpoint import Checkpointing, ResumeState, resume_poi
 from distilkit.training.compile import CompileStudent
 
 log = logging.getLogger(__name__)
-GROUPS = ("task", "data", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "hardware")
+GROUPS = ("task", "data", "augment", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "hardware")
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
 # Trainer keys added after teachers were cached: left out of the key at these values, so a key stays what it was.
@@ -87,6 +87,9 @@ class Run:
         self.pruner = build_group(cfg, "pruner")
         self.quantizer = build_group(cfg, "quantizer")
         self.vocab = build_group(cfg, "vocab")
+        self.augment = build_group(cfg, "augment")
+        with config_group("augment"):
+            self.augment.check(self.task)
         check_fuse(cfg.export.fuse)
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
@@ -239,6 +242,8 @@ class Run:
                 self.resume.record(self.tracker.run_id)
             with stage("teacher"):
                 teacher, tokenizer, teacher_key = self.teacher()
+            with config_group("augment"):  # more training text, labelled by the teacher (distilkit.data.augment)
+                self.augment.apply(self.data)
             with stage("teacher outputs"):
                 teacher_outputs = self.teacher_outputs(teacher, teacher_key)
             self.seed("student")
@@ -262,6 +267,7 @@ class Run:
                 with stage("measure"):
                     metrics = self.task.measure(self, teacher, teacher_key, teacher_outputs, predicted, converted, fp32_onnx, deploy_onnx)
                 metrics |= getattr(self.vocab, "report", {})  # kept tokens, embedding MB before/after
+                metrics |= getattr(self.augment, "report", {})  # training rows own / added
                 self.tracker.log_metrics(metrics)
                 self.tracker.set_tags(self.task.tags(metrics))
                 converted.float_model.save_pretrained(out)

@@ -57,6 +57,8 @@ class TextClassificationData(L.LightningDataModule):
         self.bucket_by_length = bucket_by_length
         self.pad_id = 0
         self.encoded: dict[str, dict] = {}
+        self.extra_train: list[str] = []  # augmented training texts (distilkit.data.augment), labelled by the teacher
+        self._tokenizer = None
         self.train_order = EpochOrder()  # where each training epoch's order came from (resume)
 
     @property
@@ -94,15 +96,25 @@ class TextClassificationData(L.LightningDataModule):
         return digest.hexdigest()[:16]
 
     def tokenize(self, tokenizer) -> None:
-        """Encode every split with ``tokenizer``, truncated to ``max_length``, unpadded (batches pad)."""
+        """Encode every split with ``tokenizer``, truncated to ``max_length``, unpadded (batches pad); the
+        training split's augmented texts follow its own rows, labelled -1 until the teacher's logits come."""
         if tokenizer.pad_token_id is not None:
             self.pad_id = tokenizer.pad_token_id
+        self._tokenizer = tokenizer
         for name in SPLITS:
-            enc = tokenizer(self.texts(name), truncation=True, max_length=self.max_length)
+            extra = self.extra_train if name == "train" else []
+            enc = tokenizer(self.texts(name) + extra, truncation=True, max_length=self.max_length)
             self.encoded[name] = {
                 "input_ids": enc["input_ids"],
-                "labels": torch.tensor([ex.label for ex in self.splits[name]]),
+                "labels": torch.tensor([ex.label for ex in self.splits[name]] + [-1] * len(extra)),
             }
+
+    def add_train_texts(self, texts: list[str]) -> None:
+        """Add unlabelled training texts (augmentation); they get the teacher's argmax as label when its
+        logits are attached. Re-encodes the training split if it was tokenized already."""
+        self.extra_train = list(texts)
+        if self._tokenizer is not None:
+            self.tokenize(self._tokenizer)
 
     def lengths(self, split: str) -> list[int]:
         """Tokens per row of a tokenized split."""
@@ -122,9 +134,13 @@ class TextClassificationData(L.LightningDataModule):
         return self.encoded[split]["labels"]
 
     def attach_teacher_logits(self, logits: torch.Tensor) -> None:
-        """Teacher logits for the training split, row i for example i; batches then carry them."""
-        assert logits.shape == (len(self.splits["train"]), self.num_classes), logits.shape
-        self.encoded["train"]["teacher_logits"] = logits
+        """Teacher logits for the training split, row i for example i; batches then carry them. Augmented
+        rows take the teacher's argmax as their label."""
+        train = self.encoded["train"]
+        assert logits.shape == (len(train["input_ids"]), self.num_classes), logits.shape
+        own = len(self.splits["train"])
+        train["labels"] = torch.cat([train["labels"][:own], logits[own:].argmax(dim=-1)])
+        train["teacher_logits"] = logits
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         rows, collate = Columns(self.encoded[split]), Collate(self.pad_id)

@@ -1,0 +1,100 @@
+"""augment=spans: more training text for distillation, labelled by the teacher; dev/test and the teacher untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distilkit.data.augment import SpanAugment
+from distilkit.data.module import Example, TextClassificationData
+from distilkit.errors import ConfigError
+
+SENTENCES = ["a gripping , funny and moving film", "dull", "not as bad as it sounds , but close", "two words"]
+
+
+def test_spans_are_seeded_contiguous_shorter_and_distinct():
+    aug = SpanAugment(copies=5, min_words=2, seed=3)
+    spans = aug.spans(SENTENCES)
+    assert spans == SpanAugment(copies=5, min_words=2, seed=3).spans(SENTENCES)  # seeded
+    assert spans != SpanAugment(copies=5, min_words=2, seed=4).spans(SENTENCES)
+    assert len(spans) == len(set(spans))  # sentences here share no words' runs, so no cross-sentence repeats either
+    for span in spans:
+        words = span.split()
+        source = next(s.split() for s in SENTENCES if f" {span} " in f" {s} ")  # a contiguous run of one sentence
+        assert 2 <= len(words) < len(source)
+    assert not any(s in SENTENCES for s in spans)  # never the sentence itself
+    # "dull" and "two words" are too short to have a shorter span of >= 2 words
+    assert not any(s in ("dull", "two", "words") for s in spans)
+    assert 4 <= len(spans) <= 10
+
+
+class _Rows(TextClassificationData):
+    def load_splits(self):
+        return {"train": [Example(s, i % 2) for i, s in enumerate(SENTENCES)], "dev": [Example("funny film", 1)],
+                "test": [Example("dull film", 0)]}
+
+
+class _Tok:
+    """Whitespace 'tokenizer' over a growing vocabulary (what the data module calls)."""
+
+    pad_token_id = 0
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, texts, truncation=True, max_length=64):
+        return {"input_ids": [[self.ids.setdefault(w, len(self.ids) + 1) for w in t.split()][:max_length] for t in texts]}
+
+
+def test_added_rows_are_train_only_and_take_the_teachers_argmax_as_label():
+    data = _Rows(max_length=16)
+    tok = _Tok()
+    data.tokenize(tok)
+    dev_before = data.inputs("dev")
+    SpanAugment(copies=3, seed=0).apply(data)  # after tokenize: the training split is re-encoded
+    extra = data.extra_train
+    assert extra and data.texts("train") == SENTENCES  # the split's own texts (teacher, vocabulary) unchanged
+    train = data.encoded["train"]
+    assert len(train["input_ids"]) == len(SENTENCES) + len(extra)
+    assert train["labels"][: len(SENTENCES)].tolist() == [0, 1, 0, 1]
+    assert (train["labels"][len(SENTENCES):] == -1).all()  # unlabelled until the teacher speaks
+    assert torch.equal(data.inputs("dev")["input_ids"], dev_before["input_ids"])
+    logits = torch.randn(len(train["input_ids"]), 2)
+    data.attach_teacher_logits(logits)
+    labels = data.encoded["train"]["labels"]
+    assert labels[: len(SENTENCES)].tolist() == [0, 1, 0, 1]  # gold labels kept
+    assert torch.equal(labels[len(SENTENCES):], logits[len(SENTENCES):].argmax(-1))
+    data.tokenize(tok)  # re-tokenized (vocab=train does this): the added rows stay
+    assert len(data.encoded["train"]["input_ids"]) == len(SENTENCES) + len(extra)
+
+
+@pytest.mark.parametrize("kwargs, key", [({"copies": 0}, "copies"), ({"min_words": 0}, "min_words")])
+def test_bad_numbers_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        SpanAugment(**kwargs)
+
+
+def test_augment_in_pipeline_reuses_the_teacher_and_grows_only_the_training_store(compose_cfg, tmp_path):
+    """Same teacher key with and without augmentation (the teacher is fine-tuned on the real rows only,
+    and cached once); the training logits are stored for every added row; the rows are reported."""
+    from distilkit.pipeline import Run
+
+    cache = tmp_path / "cache"
+    plain = Run(compose_cfg(f"paths.cache_dir={cache}"), {})
+    aug = Run(compose_cfg("augment=spans", "augment.copies=2", f"paths.cache_dir={cache}"), {"augment": "spans"})
+    assert aug.teacher_key() == plain.teacher_key()  # so a cached teacher is a hit
+    metrics = aug()
+    own, added = metrics["augment/train_rows_own"], metrics["augment/train_rows_added"]
+    assert own == 64 and 0 < added <= 2 * own
+    train = aug.data.encoded["train"]
+    assert len(train["teacher_logits"]) == own + added
+    assert (train["labels"] >= 0).all()
+    stored = [p for p in (cache / "teacher_logits").rglob("*") if p.is_file()]
+    assert sorted(torch.load(p).shape[0] for p in stored if p.suffix == ".pt") == sorted([32, 32, own + added])  # test, dev, train
+
+
+def test_augment_without_stored_logits_is_one_clear_error(compose_cfg):
+    from distilkit.pipeline import Run
+
+    with pytest.raises(ConfigError, match=r"augment.*task.store_logits=true"):
+        Run(compose_cfg("augment=spans", "task.store_logits=false"), {})
