@@ -93,8 +93,10 @@ def test_augment_in_pipeline_reuses_the_teacher_and_grows_only_the_training_stor
     assert sorted(torch.load(p).shape[0] for p in stored if p.suffix == ".pt") == sorted([32, 32, own + added])  # test, dev, train
 
 
-def test_augment_without_stored_logits_is_one_clear_error(compose_cfg):
+@pytest.mark.parametrize("override, message", [("task.store_logits=false", r"augment.*task.store_logits=true"),
+                                               ("task=causal_lm", r"augment.*not task=causal_lm")])
+def test_augment_it_cannot_label_is_one_clear_error_before_any_run(compose_cfg, override, message):
     from distilkit.pipeline import Run
 
-    with pytest.raises(ConfigError, match=r"augment.*task.store_logits=true"):
-        Run(compose_cfg("augment=spans", "task.store_logits=false"), {})
+    with pytest.raises(ConfigError, match=message):
+        Run(compose_cfg("augment=spans", override), {})

@@ -89,7 +89,7 @@ class Run:
         self.vocab = build_group(cfg, "vocab")
         self.augment = build_group(cfg, "augment")
         with config_group("augment"):
-            self.augment.check(self.task)
+            self.augment.check(self.task, self.data)
         check_fuse(cfg.export.fuse)
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))

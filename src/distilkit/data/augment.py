@@ -16,6 +16,7 @@ import logging
 import random
 
 from distilkit.errors import check
+from distilkit.tasks.base import serves
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 class NoAugment:
     """``augment=none``: the training split as it is."""
 
-    def check(self, task) -> None:
+    def check(self, task, data) -> None:
         pass
 
     def apply(self, data) -> None:
@@ -39,10 +40,12 @@ class SpanAugment:
         check(isinstance(min_words, int) and min_words >= 1, "min_words", f"must be an integer >= 1, got {min_words!r}")
         self.copies, self.min_words, self.seed = copies, min_words, seed
 
-    def check(self, task) -> None:
-        store = getattr(task, "store_logits", None)
-        check(store is not None, "augment", f"spans augments classification text; task={task.name} has no stored labels for it: use augment=none")
-        check(store, "augment", "spans labels its rows with the stored teacher logits: set task.store_logits=true or use augment=none")
+    def check(self, task, data) -> None:
+        """Before any run: a classification task whose teacher logits are stored, over data that takes added text."""
+        check(serves(self, task.name), "augment", f"spans augments classification text, not task={task.name}: use augment=none")
+        check(task.store_logits, "augment", "spans labels its rows with the stored teacher logits: set task.store_logits=true or use augment=none")
+        check(callable(getattr(data, "add_train_texts", None)), "augment",
+              f"spans needs text-classification data; {type(data).__name__} has none: use augment=none")
 
     def spans(self, texts: list[str]) -> list[str]:
         """The augmented texts, sentence by sentence in order."""
@@ -63,10 +66,8 @@ class SpanAugment:
         return out
 
     def apply(self, data) -> None:
-        add = getattr(data, "add_train_texts", None)
-        check(callable(add), "augment", f"spans needs text-classification data; {type(data).__name__} has none: use augment=none")
         own = data.texts("train")
         added = self.spans(own)
-        add(added)
+        data.add_train_texts(added)
         self.report = {"augment/train_rows_own": len(own), "augment/train_rows_added": len(added)}
         log.info("augment: %d spans added to %d training sentences (labelled by the teacher)", len(added), len(own))

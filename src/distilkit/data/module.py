@@ -102,19 +102,22 @@ class TextClassificationData(L.LightningDataModule):
             self.pad_id = tokenizer.pad_token_id
         self._tokenizer = tokenizer
         for name in SPLITS:
-            extra = self.extra_train if name == "train" else []
-            enc = tokenizer(self.texts(name) + extra, truncation=True, max_length=self.max_length)
-            self.encoded[name] = {
-                "input_ids": enc["input_ids"],
-                "labels": torch.tensor([ex.label for ex in self.splits[name]] + [-1] * len(extra)),
-            }
+            self._encode(name)
+
+    def _encode(self, name: str) -> None:
+        extra = self.extra_train if name == "train" else []
+        enc = self._tokenizer(self.texts(name) + extra, truncation=True, max_length=self.max_length)
+        self.encoded[name] = {
+            "input_ids": enc["input_ids"],
+            "labels": torch.tensor([ex.label for ex in self.splits[name]] + [-1] * len(extra)),
+        }
 
     def add_train_texts(self, texts: list[str]) -> None:
         """Add unlabelled training texts (augmentation); they get the teacher's argmax as label when its
         logits are attached. Re-encodes the training split if it was tokenized already."""
         self.extra_train = list(texts)
         if self._tokenizer is not None:
-            self.tokenize(self._tokenizer)
+            self._encode("train")
 
     def lengths(self, split: str) -> list[int]:
         """Tokens per row of a tokenized split."""
