@@ -101,7 +101,8 @@ def runs(root: Path):
     return mlflow.search_runs(search_all_experiments=True)
 
 
-TRADEOFF = ["+sweep=kd_tradeoff", "hydra.sweeper.sampler.seed=0", "student.num_layers=int(interval(1,2))", "hydra.sweeper.objectives=[deploy/onnx_dev_acc,deploy/onnx_size_mb]"]
+TRADEOFF = ["+sweep=kd_tradeoff", "hydra.sweeper.sampler.seed=0", "student.num_layers=int(interval(1,2))", "hydra.sweeper.objectives=[deploy/onnx_dev_acc,deploy/onnx_size_mb]",
+            "+hydra.sweeper.constraints={deploy/onnx_size_mb:1000}"]  # a budget every trial meets: the budget page is drawn
 
 
 def test_sweep_nested_runs_resume_teacher_once_pareto_and_compare(tmp_path, shared_cache_dir, capsys):
@@ -124,7 +125,8 @@ def test_sweep_nested_runs_resume_teacher_once_pareto_and_compare(tmp_path, shar
     assert [d.dataset.name for d in child.inputs.dataset_inputs] == ["synthetic"]
     assert mlflow.search_logged_models(experiment_ids=[child.info.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'", output_format="list")
     names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=parent["run_id"].iloc[0], artifact_path="sweep")}
-    assert {"sweep/trials.csv", "sweep/trials.md", "sweep/best_params.json", "sweep/pareto_front.png"} <= names
+    assert {"sweep/trials.csv", "sweep/trials.md", "sweep/best_params.json", "sweep/pareto_front.png", "sweep/budget_frontier.png"} <= names
+    assert set(children["tags.feasible"]) == {"true"}
     # the teacher's logits were stored by trial 0 and only read by trial 1
     stored = list((shared_cache_dir / "teacher_logits").rglob("*.pt"))
     second_start = children["start_time"].iloc[1].timestamp()
@@ -209,3 +211,23 @@ def test_a_seeded_sampler_resuming_a_study_does_not_repeat_its_first_parameters(
     again = optuna.create_study(sampler=s.sampler(space), direction="maximize").ask(space).params
     resumed = optuna.create_study(sampler=s.sampler(space, done=1), direction="maximize").ask(space).params
     assert again == first and resumed != first  # same seed: same draw (reproducible); resumed: a new one
+
+
+def test_budget_page_draws_each_frontier_the_budget_lines_and_the_chosen_model():
+    import matplotlib.pyplot as plt
+
+    from distilkit.tracking.compare import ACC, LATENCY, SIZE, Row, draw, frontier, mark_pareto
+
+    assert frontier([(3, 0.8), (1, 0.7), (2, 0.6), (4, 0.8), (5, 0.9)]) == [(1, 0.7), (3, 0.8), (5, 0.9)]
+    rows = mark_pareto([Row("a", "fast", {ACC: 0.70, LATENCY: 1.0, SIZE: 4.0}), Row("b", "chosen", {ACC: 0.80, LATENCY: 2.0, SIZE: 3.0}),
+                        Row("c", "over", {ACC: 0.90, LATENCY: 5.0, SIZE: 9.0}, feasible=False)])
+    fig = draw(rows, bounds={LATENCY: 4.0, SIZE: None}, chosen="b")
+    latency, size = fig.axes
+    assert [list(line.get_xdata()) for line in latency.lines if line.get_linestyle() == "--"] == [[4.0, 4.0]]  # the budget line
+    assert not [line for line in size.lines if line.get_linestyle() == "--"]  # no size budget: no line
+    for ax, cost in ((latency, {"a": 1.0, "b": 2.0, "c": 5.0}), (size, {"a": 4.0, "b": 3.0, "c": 9.0})):
+        marks = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+        assert marks["chosen: 0.8000"] == [[cost["b"], 0.8]] and marks["over budget"] == [[cost["c"], 0.9]]
+    step = [line for line in latency.lines if line.get_label() == "frontier"][0]
+    assert list(step.get_xdata()) == [1.0, 2.0, 5.0]  # every run is on the latency frontier here
+    plt.close(fig)

@@ -51,9 +51,13 @@ def load_runs(tracking_uri: str, experiment_name: str, sweep: str | None = None)
     if sweep:
         is_run_id = len(sweep) == 32 and all(c in "0123456789abcdef" for c in sweep)
         query += f" and tags.mlflow.parentRunId = '{sweep}'" if is_run_id else f" and tags.`{STUDY_TAG}` = '{sweep}'"
-    runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=5000)
+    return rows_of(client.search_runs([experiment.experiment_id], filter_string=query, max_results=5000))
+
+
+def rows_of(runs) -> list[Row]:
+    """MLflow runs (those that logged the deployed accuracy) as rows, most accurate first, Pareto marked."""
     rows = [Row(r.info.run_id, r.info.run_name or r.info.run_id[:8], dict(r.data.metrics), feasible=r.data.tags.get(FEASIBLE_TAG) != "false")
-            for r in runs if ACC in r.data.metrics]
+            for r in runs if ACC in r.data.metrics and r.info.status == "FINISHED"]
     return mark_pareto(sorted(rows, key=lambda r: -r.metrics[ACC]))
 
 
@@ -80,22 +84,55 @@ def table(rows: list[Row], fmt: str = "md") -> str:
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body]) + "\n"
 
 
-def plot(rows: list[Row], path: str) -> None:
-    """Accuracy vs latency and accuracy vs size, Pareto-optimal runs filled."""
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, accuracy) points no other point beats: cheaper-or-equal and at least as accurate; by cost."""
+    best, out = float("-inf"), []
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            out.append((cost, acc))
+            best = acc
+    return out
+
+
+def plot(rows: list[Row], path: str, bounds: dict[str, float | None] | None = None, chosen: str | None = None) -> None:
+    """:func:`draw` saved to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(rows, bounds, chosen)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw(rows: list[Row], bounds: dict[str, float | None] | None = None, chosen: str | None = None):
+    """Accuracy vs latency and accuracy vs size: Pareto-optimal runs filled, infeasible ones crossed, each
+    panel's accuracy-cost frontier (every run, feasible or not) as a step line; with ``bounds`` (metric ->
+    upper bound, a budget) the bound as a vertical line, and ``chosen`` (a run id) starred."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    bounds = bounds or {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (metric, label) in zip(axes, ((LATENCY, "ort latency b1 p50 (ms)"), (SIZE, "ONNX size (MB)"))):
-        for pareto in (False, True):
-            pts = [r for r in rows if r.pareto == pareto and metric in r.metrics]
-            ax.scatter([r.metrics[metric] for r in pts], [r.metrics[ACC] for r in pts], marker="o",
-                       facecolors="C0" if pareto else "none", edgecolors="C0", label="Pareto-optimal" if pareto else "other")
+        have = [r for r in rows if metric in r.metrics]
+        for kind, pick, style in (("other", lambda r: r.feasible and not r.pareto, {"marker": "o", "facecolors": "none", "edgecolors": "C0"}),
+                                  ("Pareto-optimal", lambda r: r.pareto, {"marker": "o", "color": "C0"}),
+                                  ("over budget", lambda r: not r.feasible, {"marker": "x", "color": "C3"})):
+            pts = [r for r in have if pick(r)]
+            if pts:
+                ax.scatter([r.metrics[metric] for r in pts], [r.metrics[ACC] for r in pts], label=kind, **style)
+        line = frontier([(r.metrics[metric], r.metrics[ACC]) for r in have])
+        if len(line) > 1:
+            ax.step(*zip(*line), where="post", color="C0", alpha=0.4, label="frontier")
+        if bounds.get(metric) is not None:
+            ax.axvline(bounds[metric], color="C3", linestyle="--", label=f"budget {bounds[metric]:g}")
+        best = [r for r in have if r.run_id == chosen]
+        if best:
+            ax.scatter([best[0].metrics[metric]], [best[0].metrics[ACC]], marker="*", s=250, color="C1", zorder=5,
+                       label=f"chosen: {best[0].metrics[ACC]:.4f}")
         ax.set_xlabel(label)
         ax.set_ylabel("deployed dev accuracy")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -2,8 +2,9 @@
 
 The parent run's id is kept in the study (user attr), so a resumed study goes on in the same parent.
 At the end the parent holds, under ``sweep/``: the trials table (CSV and markdown), the best
-parameters, the Pareto front (multi-objective) and Optuna's plots (optimization history, parameter
-importances, slice), all drawn with matplotlib.
+parameters, the Pareto front (multi-objective), Optuna's plots (optimization history, parameter
+importances, slice) and, for a study with constraints (a budget), ``budget_frontier.png``: accuracy vs
+latency and vs size of every trial with the budget lines and the chosen model; all drawn with matplotlib.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class SweepTracker:
         best = [{"trial": t.number, "values": dict(zip(self.objectives, t.values)), "params": t.params} for t in best_trials(self.study)]
         (out / "best_params.json").write_text(json.dumps(best, indent=2) + "\n")
         self.plots(out)
+        if self.constraints:
+            self.budget_plot(out / "budget_frontier.png")
         if best:
             self.client.log_param(self.parent_run_id, "best_trials", ",".join(str(b["trial"]) for b in best)[:6000]) if not self._has_param("best_trials") else None
             if len(best) == 1:
@@ -155,6 +158,16 @@ class SweepTracker:
                 log.warning("sweep plot %s left out: %s", name, str(err).splitlines()[0] if str(err) else type(err).__name__)
             finally:
                 plt.close("all")
+
+    def budget_plot(self, path: Path) -> None:
+        """Accuracy vs latency and vs size of every trial, the budget lines and the chosen (best feasible) trial."""
+        from distilkit.tracking.compare import plot, rows_of
+
+        rows = rows_of(self.children())
+        best = best_trials(self.study)
+        chosen = self.child(best[0].number) if best else None
+        if rows:
+            plot(rows, str(path), bounds=self.constraints, chosen=chosen.info.run_id if chosen else None)
 
     def delete(self) -> None:
         for run in self.children():
