@@ -42,6 +42,7 @@ def main(cfg: DictConfig) -> float | None:
 
     from distilkit.errors import ConfigError, TrainingDiverged
     from distilkit.logs import quiet_libraries
+    from distilkit.measure.budget import OverBudget
     from distilkit.pipeline import GROUPS, run
     from distilkit.training.distributed import check_multirun
 
@@ -55,7 +56,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         check_multirun(cfg.hardware, hydra_cfg.mode.name == "MULTIRUN")  # scale-out: ranks > 0 must not re-run a sweep
         metrics = run(cfg, choices, overrides, command)
-    except (ConfigError, TrainingDiverged) as err:
+    except (ConfigError, TrainingDiverged, OverBudget) as err:
         if hydra_cfg.mode.name == "MULTIRUN" and hydra_cfg.sweeper.get("catch"):
             raise  # a sweeper that catches (hydra/sweeper=optuna) records the trial FAILED and goes on
         fail(str(err), EXIT_BAD_INPUT if isinstance(err, ConfigError) else EXIT_FAILED)

@@ -26,6 +26,7 @@ from distilkit.fingerprint import FileHashes, library_versions
 from distilkit.hashing import key_of
 from distilkit.export.fuse import check_fuse, fuse_all
 from distilkit.losses import DistillLoss
+from distilkit.measure.budget import Budget, OverBudget
 from distilkit.measure.report import MeasureSpec
 from distilkit.seeding import seed_stage
 from distilkit.tasks import Task
@@ -91,6 +92,7 @@ class Run:
         with config_group("augment"):
             self.augment.check(self.task, self.data)
         check_fuse(cfg.export.fuse)
+        self.budget = build_group(cfg, "budget") if "budget" in cfg else Budget()
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
         self.trainer_overrides = check_hardware(cfg.hardware)  # devices, nodes, launcher, bf16 (scale-out)
@@ -101,6 +103,10 @@ class Run:
         self.teacher_cache = TeacherCache(cfg.paths.cache_dir)
         self.logit_store = LogitStore(cfg.paths.cache_dir)
         self.file_hashes = FileHashes(Path(cfg.paths.cache_dir) / "file_hashes.json")
+
+    def fresh(self, group: str):
+        """A new object of ``group`` (a pruner or quantizer for a throw-away copy: no state shared with the run's)."""
+        return build_group(self.cfg, group)
 
     def seed(self, stage: str) -> None:
         """Seed ``stage`` from (seed, stage): no stage's randomness depends on what ran or was skipped before."""
@@ -216,17 +222,19 @@ class Run:
         return module.student.eval(), trainer.is_global_zero
 
     # 5. convert and export ------------------------------------------------------------------------
-    def deploy(self, trained, out_dir: Path):
+    def deploy(self, trained, out_dir: Path, pruner=None, quantizer=None):
         """Pruning made permanent, quantization converted, fp32 ONNX exported, and the deployable ONNX
-        (quantized where the quantizer allows, else the fp32 one); no files where the task exports none."""
+        (quantized where the quantizer allows, else the fp32 one); no files where the task exports none.
+        ``pruner``/``quantizer``: those that prepared ``trained`` (default: the run's)."""
+        pruner, quantizer = pruner or self.pruner, quantizer or self.quantizer
         with config_group("pruner"):
-            pruned = self.pruner.convert(trained)
+            pruned = pruner.convert(trained)
         with config_group("quantizer"):
-            converted = self.quantizer.convert(pruned)
+            converted = quantizer.convert(pruned)
             fp32_onnx = self.task.export(converted.float_model, out_dir / "student.onnx", self.data)
             if fp32_onnx is None:
                 return converted, None, None
-            deploy_onnx = self.quantizer.quantize_onnx(fp32_onnx, out_dir / f"student.{converted.precision}.onnx") or fp32_onnx
+            deploy_onnx = quantizer.quantize_onnx(fp32_onnx, out_dir / f"student.{converted.precision}.onnx") or fp32_onnx
         fp32_onnx, deploy_onnx = fuse_all(self.cfg.export.fuse, fp32_onnx, deploy_onnx)  # export.fuse (distilkit.export.fuse)
         return converted, fp32_onnx, deploy_onnx
 
@@ -251,6 +259,15 @@ class Run:
             with config_group("vocab"):  # vocab=train: student, tokenizer and data re-tokenized (distilkit.prune.vocab)
                 tokenizer, fit_teacher = self.vocab.apply(student, teacher, tokenizer, self.data)
             self.task.attach(self.data, teacher_outputs)
+            precheck = {}
+            if self.budget.active:  # an untrained copy over the budget is not trained (distilkit.measure.budget)
+                with stage("budget precheck"), config_group("budget"):
+                    try:
+                        precheck = self.budget.check_untrained(self, student)
+                    except OverBudget as err:  # the run ends KILLED, its measured figures and the reason logged
+                        self.tracker.log_metrics(err.metrics)
+                        self.tracker.set_tags({"budget": "over before training"})
+                        raise
             self.seed("student.fit")
             with stage("student fit"):
                 trained, is_global_zero = self.fit(student, fit_teacher)
@@ -268,6 +285,7 @@ class Run:
                     metrics = self.task.measure(self, teacher, teacher_key, teacher_outputs, predicted, converted, fp32_onnx, deploy_onnx)
                 metrics |= getattr(self.vocab, "report", {})  # kept tokens, embedding MB before/after
                 metrics |= getattr(self.augment, "report", {})  # training rows own / added
+                metrics |= precheck  # the untrained copy's latency/size beside the trained model's
                 self.tracker.log_metrics(metrics)
                 self.tracker.set_tags(self.task.tags(metrics))
                 converted.float_model.save_pretrained(out)

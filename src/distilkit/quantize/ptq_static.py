@@ -47,6 +47,8 @@ class _Batches:
 class PTQStaticQuantizer(Quantizer):
     """Static int8 QDQ after training; ``calibration_batches`` training batches calibrate the activation ranges."""
 
+    calibrates_in_fit = True  # its deployable ONNX needs recorded training batches: the budget precheck (untrained) skips it
+
     def __init__(self, keep_fp32: Sequence[str] = ("classifier",), calibration_batches: int = 16):
         self.keep_fp32 = check_keep_fp32(keep_fp32)
         if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) or calibration_batches < 1:

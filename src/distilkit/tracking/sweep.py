@@ -85,8 +85,8 @@ class SweepTracker:
         if run is None:
             return
         self.client.set_tag(run.info.run_id, STATE_TAG, trial.state.name)
-        if self.constraints and trial.state == TrialState.COMPLETE:
-            self.client.set_tag(run.info.run_id, FEASIBLE_TAG, str(feasible(trial)).lower())
+        if self.constraints and (trial.state == TrialState.COMPLETE or any(k.startswith("constraints") for k in trial.system_attrs)):
+            self.client.set_tag(run.info.run_id, FEASIBLE_TAG, str(feasible(trial)).lower())  # pruned over budget: false
         if trial.state == TrialState.PRUNED and run.info.status != "KILLED":
             self.client.set_terminated(run.info.run_id, "KILLED")
 

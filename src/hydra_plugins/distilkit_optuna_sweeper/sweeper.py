@@ -201,6 +201,10 @@ class DistilkitOptunaSweeper(Sweeper):
         else:
             err = ret._return_value
             if isinstance(err, optuna.TrialPruned):
+                measured = getattr(err, "metrics", {})  # OverBudget (distilkit.measure.budget): infeasible before training
+                for name, bound in self.constraints.items():
+                    if name in measured:
+                        trial.set_constraint(name, float(measured[name]) - bound)
                 frozen = study.tell(trial, state=TrialState.PRUNED)
                 log.info("trial %d pruned: %s", trial.number, err)
             else:
