@@ -1,0 +1,128 @@
+"""The budget search on SST-2: the most accurate deployable model within a latency and size budget, on this machine.
+
+    python bench/budget_sst2.py                    # run the study (resumable: the same command goes on), then render
+    python bench/budget_sst2.py --render           # markdown + PNG from the study and its MLflow runs, no training
+
+The study is one plain `python -m train -m hydra/sweeper=optuna +sweep=budget ...` (the command is printed and
+written into the results): MiniLM-L6 teacher from ../shared, student epochs = trainer.max_epochs (3), fused
+ONNX (export.fuse=true, as the frontier rows), latency = onnxruntime batch 1 at full length (the budget's
+metric; the other timings are left out of each trial). Trials whose untrained copy is already over the budget
+are PRUNED before training (budget.precheck). The result is compared with the best row of
+bench/results/compress_sst2.json that meets the same budget (its in-session latency and its ONNX size).
+Results: bench/results/budget_sst2.{md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "bench" / "results"
+STUDY = "budget"
+SEARCHED = ("student.num_layers", "pruner.hidden", "pruner.heads", "pruner.ffn", "vocab", "quantizer", "loss.T", "loss.alpha")
+
+
+def command(latency_ms: float, size_mb: float, trials: int, root: Path) -> list[str]:
+    return ["-m", "hydra/sweeper=optuna", "+sweep=budget", f"budget.latency_ms={latency_ms:g}", f"budget.size_mb={size_mb:g}",
+            f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.sampler.seed=0", f"paths.root_dir={root}",
+            "data=sst2", f"data.path={SHARED / 'data/sst2'}", "teacher=minilm", f"teacher.name_or_path={SHARED / 'models/all-MiniLM-L6-v2'}",
+            "export.fuse=true", "hardware.measure.runtimes=[onnxruntime]", "hardware.measure.batch_sizes=[1]", "hardware.measure.lengths=[full]"]
+
+
+def frontier_rows(latency_ms: float, size_mb: float) -> list[tuple[str, dict]]:
+    """Rows of the compression bench within the budget, most accurate first (its session's b1 latency, ONNX MB)."""
+    path = RESULTS / "compress_sst2.json"
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    ok = [(k, r) for k, r in rows.items() if r.get("session/ort_latency_b1_p50_ms", 1e9) <= latency_ms
+          and r.get("deploy/onnx_size_mb", 1e9) <= size_mb and "deploy/onnx_dev_acc" in r]
+    return sorted(ok, key=lambda kv: -kv[1]["deploy/onnx_dev_acc"])
+
+
+def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from distilkit.measure.budget import LATENCY, SIZE
+    from distilkit.tracking.compare import ACC, plot, rows_of
+    from distilkit.tracking.sweep import FEASIBLE_TAG, STUDY_TAG, TRIAL_TAG, best_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{root}/optuna.db")
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string=f"tags.`{STUDY_TAG}` = '{STUDY}'", max_results=5000)
+    by_trial = {int(r.data.tags[TRIAL_TAG]): r for r in runs if TRIAL_TAG in r.data.tags}
+    best = best_trials(study)
+    chosen = best[0] if best else None
+    fmt = lambda v, f=".4f": "" if v is None else format(v, f)  # noqa: E731
+    md = [f"# Budget search on SST-2: b1 latency ≤ {latency_ms:g} ms, ONNX ≤ {size_mb:g} MB", "",
+          f"Written by `python bench/budget_sst2.py` from study `{STUDY}` ({len(study.trials)} trials) in `{root}`. The study:", "",
+          f"    python -m train {cmd}", "",
+          "Latency: deployed ONNX, onnxruntime, batch 1, 64 tokens, measured in each trial on this machine (2 threads, AVX2, no VNNI).",
+          "PRUNED: the untrained copy was already over the budget (`budget.precheck`), so the trial did not train.", "",
+          "| trial | state | feasible | layers | hidden cut | heads cut | FFN cut | vocab | quantizer | T | alpha | dev acc | b1 ms | MB | precheck b1 ms | wall s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    walls = {"PRUNED": [], "COMPLETE": []}
+    for t in study.trials:
+        run = by_trial.get(t.number)
+        m = run.data.metrics if run else {}
+        wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        if wall is not None and t.state.name in walls:
+            walls[t.state.name].append(wall)
+        p = t.params
+        feasible = run.data.tags.get(FEASIBLE_TAG, "") if run else ""
+        md.append(f"| {t.number}{' ★' if chosen and t.number == chosen.number else ''} | {t.state.name} | {feasible} | {p.get('student.num_layers', '')} | "
+                  f"{fmt(p.get('pruner.hidden'), '.2f')} | {fmt(p.get('pruner.heads'), '.2f')} | {fmt(p.get('pruner.ffn'), '.2f')} | {p.get('vocab', '')} | "
+                  f"{p.get('quantizer', '')} | {fmt(p.get('loss.T'), '.2f')} | {fmt(p.get('loss.alpha'), '.2f')} | {fmt(m.get(ACC))} | "
+                  f"{fmt(m.get(LATENCY), '.2f')} | {fmt(m.get(SIZE), '.2f')} | {fmt(m.get('budget/precheck_ort_latency_b1_p50_ms'), '.2f')} | {fmt(wall, '.0f')} |")
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    md += ["", f"Trials: {sum(1 for t in study.trials if t.state.name == 'COMPLETE')} trained, {len(walls['PRUNED'])} pruned over budget before training "
+               f"(mean wall {mean(walls['PRUNED']):.0f} s vs {mean(walls['COMPLETE']):.0f} s for a trained trial)."]
+    frontier = frontier_rows(latency_ms, size_mb)
+    if chosen is not None:
+        run = by_trial[chosen.number]
+        m = run.data.metrics
+        md += ["", f"**Chosen: trial {chosen.number}** — deployed dev accuracy {chosen.value:.4f} "
+                   f"({100 * chosen.value / m['teacher/dev_acc']:.1f} % of the teacher's {m['teacher/dev_acc']:.4f}), "
+                   f"{m[LATENCY]:.2f} ms at batch 1, {m[SIZE]:.2f} MB; test accuracy {m.get('deploy/onnx_test_acc', float('nan')):.4f}. Parameters: "
+                   + ", ".join(f"{k}={fmt(v, '.3g') if isinstance(v, float) else v}" for k, v in chosen.params.items()) + "."]
+        if frontier:
+            name, row = frontier[0]
+            gap = 100 * (row["deploy/onnx_dev_acc"] - chosen.value)
+            md += ["", f"Best row of `bench/results/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
+                       f"{row['session/ort_latency_b1_p50_ms']:.2f} ms, {row['deploy/onnx_size_mb']:.2f} MB. The search's model is "
+                       f"{abs(gap):.2f} pt {'below' if gap > 0 else 'above'} it (target: within 1 pt)."]
+    rows = rows_of(runs)
+    plot(rows, str(RESULTS / "budget_sst2.png"), bounds={LATENCY: latency_ms, SIZE: size_mb},
+         chosen=by_trial[chosen.number].info.run_id if chosen else None)
+    md += ["", "![accuracy vs latency and size, budget lines, chosen model starred](budget_sst2.png)"]
+    text = "\n".join(md) + "\n"
+    (RESULTS / "budget_sst2.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=float, default=2.5)
+    parser.add_argument("--size-mb", type=float, default=5.0)
+    parser.add_argument("--trials", type=int, default=24, help="the study's total (hydra.sweeper.n_trials)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="paths.root_dir: where optuna.db and mlflow.db are")
+    parser.add_argument("--render", action="store_true", help="only write the markdown and PNG")
+    args = parser.parse_args(argv)
+    cmd = command(args.latency_ms, args.size_mb, args.trials, args.root.resolve())
+    if not args.render:
+        subprocess.run([sys.executable, "-m", "train", *cmd], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    shown = " ".join(c.replace(str(SHARED), "../shared").replace(str(args.root.resolve()), str(args.root)) for c in cmd)
+    print(render(args.root.resolve(), args.latency_ms, args.size_mb, shown))
+
+
+if __name__ == "__main__":
+    main()
