@@ -5,7 +5,8 @@
 
 The frontier rows (issue 8) add each lever alone and combined: ``depth_2``, ``vocab`` (``vocab=train``),
 ``width`` (``pruner=width``), ``fused_*`` (``export.fuse=true``), ``ptq_static``, and ``frontier`` /
-``frontier_static`` (depth 2 + vocab + width 50 % + int8 + fused). The teacher is timed plain and fused
+``frontier_static`` (depth 2 + vocab + width 50 % + int8 + fused), then ``budget_best`` (the SST-2 budget search's
+chosen model, ``bench/budget_sst2.py``) trained 3 and 10 epochs. The teacher is timed plain and fused
 (``teacher_fused``), with speed-ups against both. Real-length cells use the teacher's tokenization of
 the dev set for every row, ids clamped below the smallest vocabulary (latency depends on shapes).
 
@@ -84,6 +85,13 @@ ROWS |= {  # the frontier trained longer (a row's own trainer.max_epochs wins ov
     "frontier_3ep": [*FRONTIER, "trainer.max_epochs=3"],
     "frontier_aug": [*FRONTIER, "augment=spans", "trainer.max_epochs=3"],
     "frontier_lean": [*FRONTIER, "pruner.heads=0.5", "trainer.max_epochs=3"],
+}
+BUDGET_BEST = [  # the budget search's choice (bench/results/budget_sst2.md, trial 20): 1 layer, its exact parameters
+    "student.num_layers=1", "vocab=train", "pruner=width", "pruner.hidden=0.26051359427636284", "pruner.heads=0.3818825817540105",
+    "pruner.ffn=0.3745650354733561", "quantizer=qat_int8", "loss.T=3.28040893912528", "loss.alpha=0.5466725716579401", "export.fuse=true"]
+ROWS |= {  # timed beside the others at batch 1 and 32, and trained longer
+    "budget_best": [*BUDGET_BEST, "trainer.max_epochs=3"],
+    "budget_best_10ep": [*BUDGET_BEST, "trainer.max_epochs=10"],
 }
 TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-test the rows in minutes
     "data=synthetic", "data.num_train=256", "data.num_dev=64", "data.num_test=64", "data.max_length=32",
