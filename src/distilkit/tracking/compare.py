@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
-from distilkit.measure.latency import latency_name, speedup_name
+from distilkit.measure.budget import LATENCY, SIZE  # the deployed model's b1 latency and ONNX size: the budget's metrics
+from distilkit.measure.latency import speedup_name
 from distilkit.tracking.sweep import FEASIBLE_TAG, STUDY_TAG
 
 ACC = "deploy/onnx_dev_acc"
-LATENCY = f"deploy/{latency_name('onnxruntime', 'full', 1, 'p50_ms')}"
-SIZE = "deploy/onnx_size_mb"
 COLUMNS = {  # header -> metric
     "dev acc": ACC,
     "retention": "student/retention_dev",
