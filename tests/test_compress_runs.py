@@ -132,3 +132,36 @@ def test_ffn_removed_then_qat_int4(short_run):
     assert metrics["deploy/parity_pass"] == 1.0 and metrics["deploy/parity_top1_agreement"] == 1.0  # ONNX computes what trained
     assert seen["converted"].precision == "int4" and metrics["deploy/bits"] == 4
     assert metrics["deploy/onnx_size_mb"] < metrics["student/onnx_size_mb"]
+
+
+def test_width_pruned_then_intermediate_loss_projects_from_the_pruned_width(short_run, monkeypatch):
+    """pruner=width + loss=intermediate: the loss is bound again after ``prepare``, so its hidden-state projections
+    read the pruned width (bound only before pruning, they read the teacher's and the first step fails), and
+    they are in the optimizer: trained with the student."""
+    from distilkit.losses import IntermediateLoss
+
+    bound = {}
+    configure = DistillModule.configure_optimizers
+
+    def spy_configure(self):
+        out = configure(self)
+        if not isinstance(self.loss, IntermediateLoss):  # the teacher's fine-tune (when not cached)
+            return out
+        bound["loss"], bound["width"] = self.loss, self.student.config.hidden_size
+        bound["initial"] = [p.weight.detach().clone() for p in self.loss.projections]
+        optimizer = out["optimizer"] if isinstance(out, dict) else out
+        bound["optimized"] = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        return out
+
+    monkeypatch.setattr(DistillModule, "configure_optimizers", spy_configure)
+    metrics, seen = short_run("pruner=width", "pruner.hidden=0.5", "pruner.ffn=0.0", "loss=intermediate")
+    teacher_width = seen["cfg"].teacher.hidden_size
+    loss = bound["loss"]
+    assert isinstance(loss, IntermediateLoss) and bound["width"] == teacher_width // 2
+    assert seen["trained"].config.hidden_size == teacher_width // 2
+    assert len(loss.projections) == seen["trained"].config.num_hidden_layers + 1
+    assert all((p.in_features, p.out_features) == (teacher_width // 2, teacher_width) for p in loss.projections)
+    assert all(id(p.weight) in bound["optimized"] for p in loss.projections)
+    assert any(not torch.equal(p.weight, w) for p, w in zip(loss.projections, bound["initial"]))  # the projections trained
+    assert trained_after_prepare(seen)
+    assert metrics["deploy/parity_pass"] == 1.0

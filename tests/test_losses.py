@@ -106,6 +106,20 @@ def test_intermediate_projection_only_when_widths_differ():
     assert out["hidden"].item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_intermediate_bound_again_keeps_or_rebuilds_projections():
+    """bind runs again after the pruner's prepare: same widths keep the (possibly trained) projections, a pruned
+    width rebuilds them for it, equal widths drop them."""
+    loss = IntermediateLoss()
+    loss.bind(_cfg(2, 8), _cfg(4, 16))
+    first = loss.projections
+    loss.bind(_cfg(2, 8), _cfg(4, 16))
+    assert loss.projections is first
+    loss.bind(_cfg(2, 6), _cfg(4, 16))
+    assert [(p.in_features, p.out_features) for p in loss.projections] == [(6, 16)] * 3
+    loss.bind(_cfg(2, 16), _cfg(4, 16))
+    assert len(loss.projections) == 0
+
+
 def test_attention_kl_by_hand_and_zero_for_equal_maps():
     a = torch.tensor([[[[0.5, 0.5], [0.9, 0.1]]]])  # [1, 1, 2, 2]
     b = torch.tensor([[[[0.25, 0.75], [0.5, 0.5]]]])

@@ -11,9 +11,11 @@ LightningModule use exactly this of it:
     attention maps too (before attention dropout, see :mod:`distilkit.losses.attention`). A student
     that returns only logits (a plain ``nn.Module``) can train only with ``NOTHING`` or ``LOGITS``.
 ``bind(student_config, teacher_config)``:
-    called once both models exist, before training; check shapes (raise
-    :class:`distilkit.errors.ConfigError` naming your key) and build learned parts here
-    (parameters of the loss are trained with the student's).
+    called once both models exist, and again after the pruner's and quantizer's ``prepare``
+    (``pruner=width`` changes the student's widths), before the optimizer is built; check shapes
+    (raise :class:`distilkit.errors.ConfigError` naming your key) and build learned parts here
+    (parameters of the loss are trained with the student's). A second call with the same shapes
+    must keep what the first built.
 ``forward(student, teacher, labels, attention_mask) -> dict``:
     ``student`` and ``teacher`` are :class:`~distilkit.losses.outputs.Outputs` (``logits``
     ``[batch, classes]``; ``hidden_states``/``attentions`` when ``needs`` asks for them), ``labels``

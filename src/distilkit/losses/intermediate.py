@@ -82,8 +82,9 @@ class IntermediateLoss(DistillLoss):
         if bad:
             raise ConfigError("layer_map", f"teacher layers {bad} out of range: allowed 1..{lt} (1-based)")
         ds, dt = student_config.hidden_size, teacher_config.hidden_size
-        if ds != dt:
-            self.projections = nn.ModuleList(nn.Linear(ds, dt) for _ in range(ls + 1))
+        shape = [(ds, dt)] * (ls + 1) if ds != dt else []
+        if [(p.in_features, p.out_features) for p in self.projections] != shape:  # bound again after pruning: rebuilt only if widths changed
+            self.projections = nn.ModuleList(nn.Linear(i, o) for i, o in shape)
 
     def forward(self, student: Outputs, teacher: Outputs, labels: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         pairs = [(0, 0), *((m, t) for m, t in enumerate(self.layer_map, start=1))]  # (student, teacher) hidden-state index

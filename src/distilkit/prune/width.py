@@ -15,9 +15,10 @@ The kept channels are removed everywhere the residual stream lives: the three em
 columns of query/key/value, FFN input and pooler (rows and columns of the pooler) and the
 classifier's columns. ``config.hidden_size`` becomes the kept width; head size is unchanged (the
 attention width is heads x head size, independent of the hidden width). The structure is recorded
-for :func:`distilkit.prune.surgery.load_pruned`. Losses that compare hidden states with the
-teacher's (``distilbert``'s cosine, ``intermediate``) are bound before pruning: use ``kd``/``ce``
-with ``hidden > 0``.
+for :func:`distilkit.prune.surgery.load_pruned`. The loss is bound again after ``prepare``
+(:meth:`distilkit.training.module.StudentModule.setup`), so ``loss=intermediate`` learns its hidden-state
+projections from the pruned width (Minitron's prune-then-distill with intermediate states); ``distilbert``'s
+cosine term needs equal widths and says so.
 """
 
 from __future__ import annotations

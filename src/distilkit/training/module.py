@@ -44,6 +44,7 @@ class StudentModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.compressors = dict(compressors or {})
         self.prefix = log_prefix
+        self.teacher_config = getattr(teacher, "config", None)  # the loss is bound again once the pruner has changed widths
 
     @staticmethod
     def runs_teacher_online(loss: DistillLoss, online_teacher: bool) -> bool:
@@ -56,6 +57,9 @@ class StudentModule(L.LightningModule):
         for group, compressor in self.compressors.items():
             with config_group(group):
                 self.student = compressor.prepare(self.student)
+        if self.teacher_config is not None and hasattr(self.student, "config"):
+            with config_group("loss"):  # pruner=width changes hidden_size: the loss's learned parts follow (before the optimizer exists)
+                self.loss.bind(self.student.config, self.teacher_config)
 
     def on_fit_start(self) -> None:
         self.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
