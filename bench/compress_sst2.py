@@ -92,6 +92,9 @@ BUDGET_BEST = [  # the budget search's choice (bench/results/budget_sst2.md, tri
 ROWS |= {  # timed beside the others at batch 1 and 32, and trained longer
     "budget_best": [*BUDGET_BEST, "trainer.max_epochs=3"],
     "budget_best_10ep": [*BUDGET_BEST, "trainer.max_epochs=10"],
+    # TinyBERT/Minitron: the same model distilled on the teacher's hidden states and attention maps too (width-pruned
+    # students bind the loss after pruning); loss.T/alpha keep the search's values for the logit term
+    "budget_best_intermediate": [*BUDGET_BEST, "loss=intermediate", "trainer.max_epochs=3"],
 }
 TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-test the rows in minutes
     "data=synthetic", "data.num_train=256", "data.num_dev=64", "data.num_test=64", "data.max_length=32",
