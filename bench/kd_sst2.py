@@ -56,10 +56,10 @@ class Bench:
         # (key, overrides) of the KD table: one plain run each
         seeds = [0] if smoke else [0, 1, 2]
         losses = ["kd"] if smoke else ["ce", "kd", "distilbert", "intermediate"]
-        self.table = [(f"table/distil/{loss}/seed{s}", ["student=distil", f"student.num_layers={self.layers}", f"loss={loss}", f"seed={s}"])
-                      for loss in losses for s in seeds]
-        self.table += [(f"table/scratch/kd/seed{s}", ["student=scratch", f"student.num_layers={self.layers}", *scratch_shape, "loss=kd", f"seed={s}"])
-                       for s in seeds]
+        # seed by seed (every row's seed 0 first): a bench stopped part-way has every row, with fewer seeds
+        self.table = [row for s in seeds for row in (
+            *((f"table/distil/{loss}/seed{s}", ["student=distil", f"student.num_layers={self.layers}", f"loss={loss}", f"seed={s}"]) for loss in losses),
+            (f"table/scratch/kd/seed{s}", ["student=scratch", f"student.num_layers={self.layers}", *scratch_shape, "loss=kd", f"seed={s}"]))]
         self.temps = TEMPERATURES[:2] if smoke else TEMPERATURES
         self.hidden = [16] if smoke else HIDDEN
 
