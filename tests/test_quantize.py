@@ -114,6 +114,11 @@ def int8_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def int8_rr_run(tmp_path_factory):
+    return trained_run(QATInt8Quantizer(reduce_range=True), tmp_path_factory.mktemp("int8_rr"))
+
+
+@pytest.fixture(scope="module")
 def int4_run(tmp_path_factory):
     return trained_run(QATInt4Quantizer(group_size=16), tmp_path_factory.mktemp("int4"))
 
@@ -202,6 +207,46 @@ def test_int8_fake_quant_weights_equal_deployed_weights(int8_run):
         w = deployed_onnx[name]  # [in, out] uint8 codes with zero point 128
         onnx_weight = (w["quantized"].astype(np.float32) - w["zero_point"].astype(np.float32)) * w["scale"]
         assert np.array_equal(onnx_weight.T, fake.numpy()), name
+
+
+def test_reduce_range_weights_are_7_bit_int8_and_equal_what_trained(int8_rr_run):
+    """reduce_range: signed int8 weights in -64..64 with zero point 0 (onnxruntime's uint8 x int8 kernel), the
+    very codes QAT trained with (torch runtime too); the word table stays 8-bit."""
+    deployed_onnx = onnx_weights(int8_rr_run.quantized, int8_rr_run.fp32)
+    linears = qat_linears(int8_rr_run.model)
+    assert set(deployed_onnx) == set(linears)
+    for name, linear in linears.items():
+        fake = linear.weight_fq(linear.weight).detach()
+        assert torch.equal(fake, int8_fake_quant(linear.weight, reduce_range=True)), name
+        assert not torch.equal(fake, int8_fake_quant(linear.weight)), name  # a coarser grid than the 8-bit one
+        torch_weight = int8_rr_run.converted.torch_model.get_submodule(name).weight().dequantize()
+        assert torch.equal(torch_weight, fake), name
+        w = deployed_onnx[name]
+        assert w["quantized"].dtype == np.int8 and np.abs(w["quantized"]).max() <= 64 and not w["zero_point"].any()
+        onnx_weight = w["quantized"].astype(np.float32) * w["scale"]
+        assert np.array_equal(onnx_weight.T, fake.numpy()), name
+    table = int8_rr_run.model.get_submodule("bert.embeddings.word_embeddings")
+    assert torch.equal(table.weight_fq(table.weight), int8_fake_quant(table.weight))
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_int8_onnx_linear_is_exact_where_products_would_saturate(reduce_range, tmp_path):
+    """Inputs whose uint8 codes are all near 255 and weights at the top of their range: with full-range int8
+    weights, MLAS's uint8 x int8 kernel on CPUs without VNNI adds pairs of products in saturating int16 and
+    goes wrong; the two layouts the quantizers deploy (uint8 weights, and 7-bit int8 with ``reduce_range``)
+    compute the exact integer product: the ONNX model equals the fake-quantized Linear."""
+    model = tiny_bert()
+    dense = model.bert.encoder.layer[0].intermediate.dense  # 32 -> 64
+    with torch.no_grad():
+        dense.weight.copy_(torch.where(torch.arange(32)[None] % 2 == 0, 1.0, 0.98).expand(64, 32) * torch.linspace(0.5, 1, 64)[:, None])
+    quantizer = QATInt8Quantizer(reduce_range=reduce_range)
+    converted = quantizer.convert(quantizer.prepare(model))
+    fp32 = export_onnx(converted.float_model, tmp_path / "fp32.onnx", SEQ)
+    quantized = quantizer.quantize_onnx(fp32, tmp_path / "q.onnx")
+    inputs = batch()
+    reference = parity.torch_logits(converted.reference, inputs)
+    metrics = parity.parity_metrics(reference, parity.onnx_logits(quantized, inputs), "int8")
+    assert metrics[parity.REL] < 1e-4
 
 
 def test_int8_converted_outputs_close_to_fp32(int8_run):
@@ -381,13 +426,13 @@ def none_run(tmp_path_factory):
     return trained_run(NoQuantizer(), tmp_path_factory.mktemp("none"))
 
 
-@pytest.mark.parametrize("run_name", ["none_run", "ptq_run", "int8_run", "int4_run"])
+@pytest.mark.parametrize("run_name", ["none_run", "ptq_run", "int8_run", "int8_rr_run", "int4_run"])
 def test_trained_and_deployed_logits_agree(run_name, request):
     run = request.getfixturevalue(run_name)
     inputs = dev_like()
     deployed = run.quantized or run.fp32
     reference = run.converted.reference
-    expected = {"none_run": run.model, "int8_run": run.model, "int4_run": run.model}.get(run_name)
+    expected = {"none_run": run.model, "int8_run": run.model, "int8_rr_run": run.model, "int4_run": run.model}.get(run_name)
     assert reference is expected if expected is not None else qat_linears(reference)  # PTQ: the fp32 model with int8 emulated
     trained, onnx_out = parity.torch_logits(reference, inputs), parity.onnx_logits(deployed, inputs)
     metrics = parity.parity_metrics(trained, onnx_out, run.converted.precision)
@@ -648,6 +693,13 @@ def test_int4_group_size_not_dividing_in_features():
 
 
 # --- config files ------------------------------------------------------------------------------
+
+def test_reduce_range_must_be_a_bool():
+    for cls in (PTQDynamicQuantizer, QATInt8Quantizer):
+        with pytest.raises(ConfigError) as err:
+            cls(reduce_range="yes")
+        assert err.value.key == "reduce_range" and "true or false" in err.value.message
+
 
 @pytest.mark.parametrize("name", ["none", "ptq_dynamic", "qat_int8", "qat_int4"])
 def test_config_file(name):

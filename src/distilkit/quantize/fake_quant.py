@@ -12,7 +12,9 @@ weights are exactly the weights that run after conversion:
   word-embedding table ``[vocab, hidden]``, per token vector), symmetric, ``scale = max|w| / 127.5``,
   ``q = clamp(round_half_even(w / scale), -128, 127)``: torch's default per-channel symmetric
   qint8 weight observer, and onnxruntime's ``quantize_dynamic`` with ``per_channel=True``,
-  ``QUInt8`` weights and ``WeightSymmetric`` (zero point 128, codes ``q + 128``).
+  ``QUInt8`` weights and ``WeightSymmetric`` (zero point 128, codes ``q + 128``). With
+  ``reduce_range`` (7-bit weights, onnxruntime's ``reduce_range=True`` with ``QInt8`` weights):
+  ``scale = max|w| / 64``, ``q = clamp(round_half_even(w / scale), -64, 64)``, zero point 0.
 * int4 (:func:`int4_codes`): groups of ``group_size`` consecutive input features per output
   channel, symmetric as MLAS does it for ``MatMulNBits`` (``MlasQuantizeBlockwise`` without zero
   points; also ``GatherBlockQuantized``'s layout for the embedding table, grouped along each row):
@@ -62,11 +64,13 @@ def _nonzero_scale(scale: Tensor) -> Tensor:
     return torch.where(scale.abs() < torch.finfo(scale.dtype).tiny, torch.ones_like(scale), scale)
 
 
-def int8_codes(w: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-output-channel symmetric int8 codes of a ``[out, in]`` weight: ``(q [out, in], scale [out])``."""
+def int8_codes(w: Tensor, reduce_range: bool = False) -> tuple[Tensor, Tensor]:
+    """Per-output-channel symmetric int8 codes of a ``[out, in]`` weight: ``(q [out, in], scale [out])``;
+    ``reduce_range``: 7-bit codes in -64..64 (onnxruntime's reduced range for ``QInt8``)."""
     w = w.detach().float()
-    scale = _nonzero_scale(w.abs().amax(dim=1) / 127.5)
-    q = torch.clamp(torch.round(w / scale[:, None]), -128, 127)
+    half, lo, hi = (64.0, -64, 64) if reduce_range else (127.5, -128, 127)
+    scale = _nonzero_scale(w.abs().amax(dim=1) / half)
+    q = torch.clamp(torch.round(w / scale[:, None]), lo, hi)
     return q, scale
 
 
@@ -88,11 +92,11 @@ def int4_codes(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     return q.reshape(out_features, in_features), scale
 
 
-def int8_fake_quant(w: Tensor) -> Tensor:
-    """``w`` rounded to its int8 grid (dequantized), straight-through gradient."""
+def int8_fake_quant(w: Tensor, reduce_range: bool = False) -> Tensor:
+    """``w`` rounded to its int8 (``reduce_range``: 7-bit) grid (dequantized), straight-through gradient."""
 
     def quantize(weight: Tensor) -> Tensor:
-        q, scale = int8_codes(weight)
+        q, scale = int8_codes(weight, reduce_range)
         return (q * scale[:, None]).to(weight.dtype)
 
     return _StraightThrough.apply(w, quantize)
@@ -149,10 +153,20 @@ class _WeightFakeQuant(nn.Module):
 
 
 class Int8WeightFakeQuant(_WeightFakeQuant):
-    """Stateless per-channel int8 weight fake quantization (scales follow the current weights)."""
+    """Stateless per-channel int8 weight fake quantization (scales follow the current weights);
+    ``reduce_range``: 7-bit codes (see :func:`int8_codes`)."""
+
+    reduce_range = False  # instances pickled before the option existed
+
+    def __init__(self, reduce_range: bool = False):
+        super().__init__()
+        self.reduce_range = reduce_range
 
     def fake_quant(self, w: Tensor) -> Tensor:
-        return int8_fake_quant(w)
+        return int8_fake_quant(w, self.reduce_range)
+
+    def extra_repr(self) -> str:
+        return "reduce_range=True" if self.reduce_range else ""
 
 
 class Int4WeightFakeQuant(_WeightFakeQuant):

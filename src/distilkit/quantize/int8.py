@@ -12,7 +12,11 @@ tensor's own range ("dynamic quantization").
   shifted by 128) rather than ``QInt8``: on x86 CPUs without AVX-512 VNNI, MLAS's uint8 x int8
   kernel adds pairs of products in saturating int16 (``vpmaddubsw``): on one 384x384 layer with
   N(0, 1) inputs its outputs were off by up to 18 % of their range, while the uint8 x uint8
-  kernel matched an exact simulation to 1e-6.
+  kernel matched an exact simulation to 1e-6. ``reduce_range=True`` stores 7-bit codes (-64..64,
+  ``QInt8``, zero point 0, onnxruntime's own ``reduce_range``): a pair of products is then at most
+  2 x 255 x 64 = 32640 < 32767, so the faster uint8 x int8 kernel cannot saturate and stays exact;
+  the price is one bit of weight precision, which QAT trains for (measured in
+  ``bench/int8_speed.py``).
 
 The word-embedding table (unless kept in fp32) gets the same codes, one scale per row (per token
 vector): in ONNX a ``Gather`` of the int8 codes, ``Cast`` to float and ``Mul`` by the gathered row
@@ -33,15 +37,22 @@ from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
+from distilkit.errors import ConfigError
 from distilkit.export.onnx import atomic_output
 from distilkit.quantize.fake_quant import int8_codes
 from distilkit.quantize.onnx_graph import load_for_quantization, quantize_word_embedding, quiet_ort_logging
 from distilkit.quantize.targets import replace_modules
 
 
-def dynamic_int8_linear(linear: nn.Linear) -> nnqd.Linear:
-    """A torch dynamic-quantized copy of ``linear`` with the shared int8 weight codes."""
-    q, scale = int8_codes(linear.weight)
+def check_reduce_range(reduce_range) -> bool:
+    if not isinstance(reduce_range, bool):
+        raise ConfigError("reduce_range", f"must be true or false, got {reduce_range!r}")
+    return reduce_range
+
+
+def dynamic_int8_linear(linear: nn.Linear, reduce_range: bool = False) -> nnqd.Linear:
+    """A torch dynamic-quantized copy of ``linear`` with the shared int8 (``reduce_range``: 7-bit) weight codes."""
+    q, scale = int8_codes(linear.weight, reduce_range)
     dequantized = q * scale[:, None]  # re-quantizing grid points with the same scales gives back q exactly
     qweight = torch.quantize_per_channel(
         dequantized, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8
@@ -72,10 +83,11 @@ class Int8Embedding(nn.Module):
         return f"{self.codes.shape[0]}, {self.codes.shape[1]}"
 
 
-def to_int8_torch(model: nn.Module, keep_fp32: Sequence[str]) -> nn.Module:
-    """The torch int8 runtime model: dynamic quantization of every non-kept Linear, int8 word embeddings."""
+def to_int8_torch(model: nn.Module, keep_fp32: Sequence[str], reduce_range: bool = False) -> nn.Module:
+    """The torch int8 runtime model: dynamic quantization of every non-kept Linear (``reduce_range``: 7-bit
+    weights), int8 word embeddings (always 8-bit: a lookup, no integer GEMM)."""
     return replace_modules(
-        model, keep_fp32, lambda m: Int8Embedding(m) if isinstance(m, nn.Embedding) else dynamic_int8_linear(m)
+        model, keep_fp32, lambda m: Int8Embedding(m) if isinstance(m, nn.Embedding) else dynamic_int8_linear(m, reduce_range)
     )
 
 
@@ -95,8 +107,9 @@ def int8_embedding_nodes(node: onnx.NodeProto, table: np.ndarray) -> tuple[list[
     return nodes, [codes, scales]
 
 
-def quantize_onnx_int8(fp32_onnx: Path, out_path: Path, keep_fp32: Sequence[str]) -> Path:
-    """onnxruntime dynamic 8-bit quantization (per-channel symmetric weights) of the fp32 export; int8 word embeddings."""
+def quantize_onnx_int8(fp32_onnx: Path, out_path: Path, keep_fp32: Sequence[str], reduce_range: bool = False) -> Path:
+    """onnxruntime dynamic 8-bit quantization (per-channel symmetric weights: ``QUInt8`` with zero point 128, or
+    ``reduce_range``: 7-bit ``QInt8``) of the fp32 export; int8 word embeddings."""
     model, nodes = load_for_quantization(fp32_onnx, keep_fp32)
     quantize_word_embedding(model, keep_fp32, int8_embedding_nodes)
     with atomic_output(out_path) as tmp, quiet_ort_logging():
@@ -106,8 +119,8 @@ def quantize_onnx_int8(fp32_onnx: Path, out_path: Path, keep_fp32: Sequence[str]
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=nodes,
             per_channel=True,
-            reduce_range=False,
-            weight_type=QuantType.QUInt8,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8 if reduce_range else QuantType.QUInt8,
             extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True},
         )
     return Path(out_path)

@@ -18,7 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from distilkit.quantize.base import Converted, Quantizer
-from distilkit.quantize.int8 import quantize_onnx_int8, to_int8_torch
+from distilkit.quantize.int8 import check_reduce_range, quantize_onnx_int8, to_int8_torch
 from distilkit.quantize.qat_int8 import QATInt8Quantizer
 from distilkit.quantize.targets import check_keep_fp32, quantized_linears
 
@@ -26,8 +26,9 @@ from distilkit.quantize.targets import check_keep_fp32, quantized_linears
 class PTQDynamicQuantizer(Quantizer):
     """Post-training dynamic int8 quantization; ``keep_fp32`` lists module names/prefixes left in fp32."""
 
-    def __init__(self, keep_fp32: Sequence[str] = ("classifier",)):
+    def __init__(self, keep_fp32: Sequence[str] = ("classifier",), reduce_range: bool = False):
         self.keep_fp32 = check_keep_fp32(keep_fp32)
+        self.reduce_range = check_reduce_range(reduce_range)
 
     def check(self, model: nn.Module) -> None:
         quantized_linears(model, self.keep_fp32)  # validates keep_fp32 against the model
@@ -37,9 +38,9 @@ class PTQDynamicQuantizer(Quantizer):
         return model
 
     def convert(self, model: nn.Module) -> Converted:
-        reference = QATInt8Quantizer(self.keep_fp32).prepare(copy.deepcopy(model)).eval()
-        return Converted(float_model=model, torch_model=to_int8_torch(model, self.keep_fp32), precision="int8",
+        reference = QATInt8Quantizer(self.keep_fp32, self.reduce_range).prepare(copy.deepcopy(model)).eval()
+        return Converted(float_model=model, torch_model=to_int8_torch(model, self.keep_fp32, self.reduce_range), precision="int8",
                          reference=reference)
 
     def quantize_onnx(self, fp32_onnx: Path, out_path: Path) -> Path:
-        return quantize_onnx_int8(fp32_onnx, out_path, self.keep_fp32)
+        return quantize_onnx_int8(fp32_onnx, out_path, self.keep_fp32, self.reduce_range)

@@ -93,6 +93,10 @@ class QATQuantizer(Quantizer):
     def weight_fake_quant(self) -> nn.Module:
         """A new weight fake-quantization module for one Linear or the embedding table."""
 
+    def embedding_fake_quant(self) -> nn.Module:
+        """A new fake-quantization module for the word-embedding table (default: the weights' scheme)."""
+        return self.weight_fake_quant()
+
     def check(self, model: nn.Module) -> None:
         quantized_modules(model, self.keep_fp32)
 
@@ -101,7 +105,7 @@ class QATQuantizer(Quantizer):
             if isinstance(module, (QATLinear, QATEmbedding)):  # prepare is idempotent
                 continue
             if isinstance(module, nn.Embedding):
-                attach_embedding_fake_quant(module, self.weight_fake_quant())
+                attach_embedding_fake_quant(module, self.embedding_fake_quant())
             else:
                 attach_fake_quant(module, self.input_fake_quant(), self.weight_fake_quant())
         return model
