@@ -92,9 +92,15 @@ BUDGET_BEST = [  # the budget search's choice (bench/results/budget_sst2.md, tri
 ROWS |= {  # timed beside the others at batch 1 and 32, and trained longer
     "budget_best": [*BUDGET_BEST, "trainer.max_epochs=3"],
     "budget_best_10ep": [*BUDGET_BEST, "trainer.max_epochs=10"],
-    # TinyBERT/Minitron: the same model distilled on the teacher's hidden states and attention maps too (width-pruned
-    # students bind the loss after pruning); loss.T/alpha keep the search's values for the logit term
-    "budget_best_intermediate": [*BUDGET_BEST, "loss=intermediate", "trainer.max_epochs=3"],
+}
+REDUCE_RANGE = "quantizer.reduce_range=true"  # 7-bit int8 weights: onnxruntime's uint8 x int8 kernel, exact without VNNI
+ROWS |= {  # the int8 rows again with reduce_range, and the budget model with it (batch-1 latency is its bound)
+    "qat_int8_rr": ["quantizer=qat_int8", REDUCE_RANGE],
+    "fused_qat_int8_rr": ["export.fuse=true", "quantizer=qat_int8", REDUCE_RANGE],
+    "budget_best_rr": [*BUDGET_BEST, REDUCE_RANGE, "trainer.max_epochs=3"],
+    # TinyBERT/Minitron: distilled on the teacher's hidden states and attention maps too (a width-pruned student's loss
+    # is bound after pruning); loss.T/alpha keep the search's values for the logit term
+    "budget_best_rr_intermediate": [*BUDGET_BEST, REDUCE_RANGE, "loss=intermediate", "trainer.max_epochs=3"],
 }
 TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-test the rows in minutes
     "data=synthetic", "data.num_train=256", "data.num_dev=64", "data.num_test=64", "data.max_length=32",
@@ -208,6 +214,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="student epochs per row (unless the row sets trainer.max_epochs)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     parser.add_argument("--time-only", action="store_true", help="train nothing; re-time the kept ONNX files of the saved rows")
+    parser.add_argument("--train-only", action="store_true", help="train the rows, skip the timing session (run --time-only "
+                        "later, on an idle machine)")
     parser.add_argument("--render", action="store_true", help="train and time nothing; rewrite the markdown table from the saved json")
     parser.add_argument("--reparity", action="store_true", help="train and time nothing; recompute each saved row's parity "
                         "(distilkit.measure.parity, SST-2 dev) from its newest MLflow run, update that run and the results")
@@ -254,6 +262,8 @@ def main() -> None:
             results[name] = metrics
             save(order(results), "rows trained; timing session pending")  # a stopped benchmark keeps what it measured
         spec = Run(compose(config_name="config", overrides=common), {}).measure_spec
+    if args.train_only:
+        return
     if not TEACHER_ONNX.is_file() or not DEV_INPUTS.is_file():
         raise SystemExit(f"error: no kept teacher ONNX / dev inputs under {ONNX_DIR}: run at least one row first")
     # the final session: the teacher and every kept row, interleaved

@@ -10,6 +10,8 @@ except fp32:
 * ``dynamic u8w``: the deployed path of ``quantizer=qat_int8|ptq_dynamic`` today
   (:func:`distilkit.quantize.int8.quantize_onnx_int8`: ``DynamicQuantizeLinear`` + ``MatMulInteger``,
   per-channel symmetric weights stored as uint8 with zero point 128);
+* ``dynamic s8w reduce_range``: the same with ``quantizer.reduce_range=true`` (7-bit weights stored as
+  int8: MLAS's uint8 x int8 kernel, exact because a pair of products can no longer saturate int16);
 * ``static QDQ s8w`` / ``static QDQ s8w reduce_range`` / ``static QDQ u8w``: ``quantize_static``
   (QDQ format, per-tensor uint8 activations with MinMax-calibrated scales on 256 SST-2 training
   sentences, per-channel symmetric weights as int8, int8 with 7-bit range, or uint8 with zero point 128).
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -44,6 +45,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from distilkit.export.onnx import export_onnx
 from distilkit.models.student import copy_layers
+from distilkit.measure.session import cpu_description
 from distilkit.quantize.int8 import int8_embedding_nodes, quantize_onnx_int8
 from distilkit.quantize.onnx_graph import load_for_quantization, quantize_word_embedding, quiet_ort_logging
 
@@ -127,6 +129,7 @@ def main() -> None:
     models = {
         "fp32": fp32,
         "dynamic u8w": quantize_onnx_int8(fp32, tmp / "dynamic.onnx", KEEP),
+        "dynamic s8w reduce_range": quantize_onnx_int8(fp32, tmp / "dynamic_rr.onnx", KEEP, reduce_range=True),
         "static QDQ s8w": static_qdq(fp32, tmp / "qdq_s8.onnx", calibration, QuantType.QInt8, False),
         "static QDQ s8w reduce_range": static_qdq(fp32, tmp / "qdq_s8_rr.onnx", calibration, QuantType.QInt8, True),
         "static QDQ u8w": static_qdq(fp32, tmp / "qdq_u8.onnx", calibration, QuantType.QUInt8, False),
@@ -167,7 +170,7 @@ def main() -> None:
             rows[name][f"b{b}_speedup_vs_fp32"] = statistics.median(times[("fp32", b)]) / rows[name][f"b{b}_p50_ms"]
     result = {"command": "PYTHONPATH=src python bench/int8_modes.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-              "machine": f"{platform.processor() or platform.machine()}, onnxruntime {ort.__version__}",
+              "machine": f"{cpu_description()}; onnxruntime {ort.__version__}",
               "seq_len": SEQ, "threads": args.threads, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "int8_modes.json").write_text(json.dumps(result, indent=2) + "\n")
