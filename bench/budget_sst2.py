@@ -52,6 +52,7 @@ def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
     from mlflow.tracking import MlflowClient
 
     from distilkit.measure.budget import LATENCY, PRECHECK, SIZE
+    from distilkit.measure.session import cpu_description
     from distilkit.tracking.compare import ACC, plot, rows_of
     from distilkit.tracking.sweep import FEASIBLE_TAG, STUDY_TAG, TRIAL_TAG, best_trials
 
@@ -67,7 +68,7 @@ def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
     md = [f"# Budget search on SST-2: b1 latency ≤ {latency_ms:g} ms, ONNX ≤ {size_mb:g} MB", "",
           f"Written by `python bench/budget_sst2.py` from study `{STUDY}` ({len(study.trials)} trials; `optuna.db`, `mlflow.db` in {'the checkout' if root == ROOT else f'`{root}`'}). The study, from the checkout:", "",
           f"    python -m train {cmd}", "",
-          "Latency: deployed ONNX, onnxruntime, batch 1, 64 tokens, measured in each trial on this machine (2 threads, AVX2, no VNNI).",
+          f"Latency: deployed ONNX, onnxruntime, batch 1, 64 tokens, measured in each trial on this machine (2 threads; CPU: {cpu_description()}).",
           "PRUNED: the untrained copy was already over the budget (`budget.precheck`), so the trial did not train.", "",
           "| trial | state | feasible | layers | hidden cut | heads cut | FFN cut | vocab | quantizer | T | alpha | dev acc | b1 ms | MB | precheck b1 ms | wall s |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
