@@ -102,6 +102,7 @@ ROWS |= {  # the int8 rows again with reduce_range, and the budget model with it
     # is bound after pruning); loss.T/alpha keep the search's values for the logit term
     "budget_best_rr_intermediate": [*BUDGET_BEST, REDUCE_RANGE, "loss=intermediate", "trainer.max_epochs=3"],
 }
+ROWS |= {f"budget_best_rr_intermediate_seed{s}": [*ROWS["budget_best_rr_intermediate"], f"seed={s}"] for s in (1, 2)}  # seed noise
 TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-test the rows in minutes
     "data=synthetic", "data.num_train=256", "data.num_dev=64", "data.num_test=64", "data.max_length=32",
     "teacher=scratch", "teacher.num_layers=4", "teacher.hidden_size=64", "teacher.num_attention_heads=4",
