@@ -16,7 +16,7 @@ tensor's own range ("dynamic quantization").
   ``QInt8``, zero point 0, onnxruntime's own ``reduce_range``): a pair of products is then at most
   2 x 255 x 64 = 32640 < 32767, so the faster uint8 x int8 kernel cannot saturate and stays exact;
   the price is one bit of weight precision, which QAT trains for (measured in
-  ``bench/int8_speed.py``).
+  ``bench/int8_modes.py``).
 
 The word-embedding table (unless kept in fp32) gets the same codes, one scale per row (per token
 vector): in ONNX a ``Gather`` of the int8 codes, ``Cast`` to float and ``Mul`` by the gathered row
