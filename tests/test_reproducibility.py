@@ -39,6 +39,29 @@ def test_another_seed_gives_another_student(compose_cfg, shared_cache_dir):
     assert a["student/dev_nll"] != pytest.approx(b["student/dev_nll"], abs=1e-9)
 
 
+def test_a_pinned_teacher_seed_shares_one_teacher_across_student_seeds(compose_cfg, tmp_path):
+    """teacher_seed=0 with seed=1 loads seed 0's cached teacher (no second fine-tune) and trains another student;
+    unpinned, seed 1 fine-tunes its own teacher."""
+    cache = tmp_path / "cache"
+    teachers = lambda: sorted(p.name for p in (cache / "teachers").iterdir())  # noqa: E731
+    a = run(compose_cfg(f"paths.cache_dir={cache}"), {})
+    first = teachers()
+    b = run(compose_cfg(f"paths.cache_dir={cache}", "seed=1", "teacher_seed=0", "data.seed=0"), {})
+    assert teachers() == first and len(first) == 1
+    assert b["teacher/dev_acc"] == a["teacher/dev_acc"] and b["teacher/params"] == a["teacher/params"]
+    assert b["student/dev_nll"] != pytest.approx(a["student/dev_nll"], abs=1e-9)  # the student's seed is 1
+    run(compose_cfg(f"paths.cache_dir={cache}", "seed=1", "data.seed=0"), {})
+    assert len(teachers()) == 2 and set(first) < set(teachers())
+
+
+@pytest.mark.parametrize("value", ["1.5", "true", "abc"])
+def test_teacher_seed_must_be_an_integer_or_null(compose_cfg, value):
+    from distilkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^teacher_seed: must be an integer or null"):
+        run(compose_cfg(f"teacher_seed={value}"), {})
+
+
 def test_scratch_tokenizer_is_the_same_for_the_same_texts():
     from distilkit.data.synthetic import generate
     from distilkit.models.tokenizer import train_wordpiece

@@ -92,6 +92,10 @@ class Run:
         with config_group("augment"):
             self.augment.check(self.task, self.data)
         check_fuse(cfg.export.fuse)
+        teacher_seed = cfg.get("teacher_seed")
+        check(teacher_seed is None or (isinstance(teacher_seed, int) and not isinstance(teacher_seed, bool)), "teacher_seed",
+              f"must be an integer or null (null: the run's seed), got {teacher_seed!r}")
+        self.teacher_seed: int = cfg.seed if teacher_seed is None else teacher_seed
         self.budget = build_group(cfg, "budget") if "budget" in cfg else Budget()
         with config_group("hardware"):
             self.measure_spec = MeasureSpec(**OmegaConf.to_container(cfg.hardware.measure))
@@ -109,8 +113,9 @@ class Run:
         return build_group(self.cfg, group)
 
     def seed(self, stage: str) -> None:
-        """Seed ``stage`` from (seed, stage): no stage's randomness depends on what ran or was skipped before."""
-        seed_stage(self.cfg.seed, stage)
+        """Seed ``stage`` from (seed, stage): no stage's randomness depends on what ran or was skipped before.
+        The teacher's stages draw from ``teacher_seed`` (the run's seed unless pinned)."""
+        seed_stage(self.teacher_seed if stage.split(".")[0] == "teacher" else self.cfg.seed, stage)
 
     # 1. preflight: the whole configuration checked before any MLflow run or cache entry exists ----
     def preflight(self) -> PreflightResult:
@@ -138,7 +143,7 @@ class Run:
             return self._teacher(key, identity)
 
     def teacher_key(self) -> tuple[str, dict]:
-        """The teacher cache key: what the fine-tuned teacher depends on (model, data, seed, trainer, optimizer)."""
+        """The teacher cache key: what the fine-tuned teacher depends on (model, data, teacher seed, trainer, optimizer)."""
         spec, data = self.teacher_spec, self.data
         trainer = {
             k: v
@@ -150,7 +155,7 @@ class Run:
             for group, keys in TEACHER_FINETUNE_SETS.items()
         }
         identity = {"teacher": spec.fingerprint(self.file_hashes), "versions": library_versions(), "data": data.fingerprint}
-        return key_of(identity, data.max_length, data.batching, self.cfg.seed, trainer, optim), identity
+        return key_of(identity, data.max_length, data.batching, self.teacher_seed, trainer, optim), identity
 
     def _teacher(self, key: str, identity: dict):
         spec, data = self.teacher_spec, self.data
