@@ -41,5 +41,5 @@ def test_hardware_compile_trains_the_student_compiled(compose_cfg, shared_cache_
 
 
 def test_hardware_compile_must_be_a_bool(compose_cfg):
-    with pytest.raises(ConfigError, match="^hardware.compile: true or false"):
+    with pytest.raises(ConfigError, match="^hardware.compile: must be true or false"):
         run(compose_cfg("hardware.compile=fast"), {})

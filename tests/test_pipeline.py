@@ -123,6 +123,13 @@ BAD_INPUTS = [
     (["quantizer=qat_int8", "quantizer.keep_fp32=[classifier,no_such_module]"], "quantizer.keep_fp32", "no_such_module"),
     (["quantizer=ptq_dynamic", "quantizer.keep_fp32=[no_such_module]"], "quantizer.keep_fp32", "no_such_module"),
     (["hardware.measure.runtimes=[tensorrt]"], "hardware.measure.runtimes", "onnxruntime"),
+    # booleans are booleans (errors.check_bool), the seed of the teacher an integer or null
+    (["task.store_logits=yes"], "task.store_logits", "true or false"),
+    (["budget.precheck=1"], "budget.precheck", "true or false"),
+    (["export.fuse=maybe"], "export.fuse", "true or false"),
+    (["hardware.compile=2"], "hardware.compile", "true or false"),
+    (["quantizer=qat_int8", "quantizer.reduce_range=no_way"], "quantizer.reduce_range", "true or false"),
+    (["teacher_seed=0.5"], "teacher_seed", "integer or null"),
     # needs both models' shapes: caught by the preflight on the meta device, before the teacher is fine-tuned
     (["student=scratch", "student.hidden_size=16", "loss=distilbert"], "loss.cos_weight", "equal widths"),
 ]

@@ -41,5 +41,11 @@ def check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+def check_bool(value, key: str) -> bool:
+    """``value`` when it is a bool; else ``ConfigError(key, "must be true or false, got ...")``."""
+    check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+    return value
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; the message names the step and the loss term."""

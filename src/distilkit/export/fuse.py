@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distilkit.errors import ConfigError
+from distilkit.errors import check_bool
 from distilkit.export.onnx import atomic_output
 from distilkit.quantize.onnx_graph import quiet_ort_logging
 
@@ -46,9 +46,7 @@ def fuse_onnx(path: Path, out_path: Path | None = None) -> Path:
 
 
 def check_fuse(fuse) -> bool:
-    if not isinstance(fuse, bool):
-        raise ConfigError("export.fuse", f"must be true or false, got {fuse!r}")
-    return fuse
+    return check_bool(fuse, "export.fuse")
 
 
 def fuse_all(fuse: bool, *paths: Path) -> tuple[Path, ...]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from optuna import TrialPruned
 
-from distilkit.errors import ConfigError, config_group
+from distilkit.errors import ConfigError, check_bool, config_group
 from distilkit.measure.latency import latency_name
 
 LATENCY = f"deploy/{latency_name('onnxruntime', 'full', 1, 'p50_ms')}"  # deploy/ort_latency_b1_p50_ms
@@ -52,8 +52,7 @@ class Budget:
         for key, value in (("latency_ms", latency_ms), ("size_mb", size_mb)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigError(key, f"must be a number > 0 or null (no bound), got {value!r}")
-        if not isinstance(precheck, bool):
-            raise ConfigError("precheck", f"must be true or false, got {precheck!r}")
+        check_bool(precheck, "precheck")
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
             raise ConfigError("margin", f"must be a number >= 0, got {margin!r}")
         self.bounds = {name: float(bound) for name, bound in ((LATENCY, latency_ms), (SIZE, size_mb)) if bound is not None}

@@ -37,17 +37,10 @@ from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
-from distilkit.errors import ConfigError
 from distilkit.export.onnx import atomic_output
 from distilkit.quantize.fake_quant import int8_codes
 from distilkit.quantize.onnx_graph import load_for_quantization, quantize_word_embedding, quiet_ort_logging
 from distilkit.quantize.targets import replace_modules
-
-
-def check_reduce_range(reduce_range) -> bool:
-    if not isinstance(reduce_range, bool):
-        raise ConfigError("reduce_range", f"must be true or false, got {reduce_range!r}")
-    return reduce_range
 
 
 def dynamic_int8_linear(linear: nn.Linear, reduce_range: bool = False) -> nnqd.Linear:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from torch import nn
 
+from distilkit.errors import check_bool
 from distilkit.quantize.base import Converted, Quantizer
-from distilkit.quantize.int8 import check_reduce_range, quantize_onnx_int8, to_int8_torch
+from distilkit.quantize.int8 import quantize_onnx_int8, to_int8_torch
 from distilkit.quantize.qat_int8 import QATInt8Quantizer
 from distilkit.quantize.targets import check_keep_fp32, quantized_linears
 
@@ -28,7 +29,7 @@ class PTQDynamicQuantizer(Quantizer):
 
     def __init__(self, keep_fp32: Sequence[str] = ("classifier",), reduce_range: bool = False):
         self.keep_fp32 = check_keep_fp32(keep_fp32)
-        self.reduce_range = check_reduce_range(reduce_range)
+        self.reduce_range = check_bool(reduce_range, "reduce_range")
 
     def check(self, model: nn.Module) -> None:
         quantized_linears(model, self.keep_fp32)  # validates keep_fp32 against the model

@@ -29,9 +29,10 @@ from pathlib import Path
 
 from torch import nn
 
+from distilkit.errors import check_bool
 from distilkit.quantize.base import Converted
 from distilkit.quantize.fake_quant import DynamicActivationFakeQuant, Int8WeightFakeQuant
-from distilkit.quantize.int8 import check_reduce_range, quantize_onnx_int8, to_int8_torch
+from distilkit.quantize.int8 import quantize_onnx_int8, to_int8_torch
 from distilkit.quantize.qat import QATQuantizer, strip_fake_quant
 
 
@@ -40,7 +41,7 @@ class QATInt8Quantizer(QATQuantizer):
 
     def __init__(self, keep_fp32: Sequence[str] = ("classifier",), reduce_range: bool = False):
         super().__init__(keep_fp32)
-        self.reduce_range = check_reduce_range(reduce_range)
+        self.reduce_range = check_bool(reduce_range, "reduce_range")
 
     def input_fake_quant(self) -> nn.Module:
         return DynamicActivationFakeQuant()

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from distilkit.data.module import SPLITS
-from distilkit.errors import check, config_group
+from distilkit.errors import check, check_bool, config_group
 from distilkit.export.fuse import fuse_all, fused_path
 from distilkit.export.onnx import export_onnx
 from distilkit.hashing import key_of
@@ -35,8 +35,7 @@ class Classification(Task):
         read by every later run (the default); ``false``: no store is read or written, the frozen teacher
         runs online in every training step (same loss, same numbers up to float order; slower) and its
         dev/test logits for the metrics are computed in memory."""
-        check(isinstance(store_logits, bool), "store_logits", f"must be true or false, got {store_logits!r}")
-        self.store_logits = store_logits
+        self.store_logits = check_bool(store_logits, "store_logits")
 
     def options_hint(self, group: str) -> str:
         return {"data": "synthetic, sst2, text_lines", "teacher": "scratch, bert_base, minilm", "student": "distil, scratch",

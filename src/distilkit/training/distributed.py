@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from distilkit.errors import ConfigError, check
+from distilkit.errors import ConfigError, check, check_bool
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def check_hardware(hardware) -> dict:
     if matmul is not None:
         check(str(matmul) in ("highest", "high", "medium"), "hardware.matmul_precision", f"highest, high or medium, got {matmul!r}")
     compile_ = hardware.get("compile", False)
-    check(isinstance(compile_, bool), "hardware.compile", f"true or false, got {compile_!r}")
+    check_bool(compile_, "hardware.compile")
     return overrides
 
 
