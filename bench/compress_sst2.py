@@ -258,7 +258,7 @@ def main() -> None:
             metrics["wall_s"] = time.perf_counter() - start
             metrics["bench/epochs"] = run.cfg.trainer.max_epochs
             metrics["retention"] = metrics["deploy/onnx_dev_acc"] / metrics["teacher/dev_acc"]  # of the row's own teacher
-            if run.cfg.seed == 0:  # a row with another seed fine-tuned its own teacher: the teacher row stays seed 0's
+            if run.teacher_seed == 0:  # a row whose teacher has another seed (seed=N alone) has its own: the teacher row stays seed 0's
                 keep_teacher(run)
                 results["teacher"] = {**{d: metrics[t] for d, t in TEACHER_AS_DEPLOY.items()}, "deploy/size_ratio_vs_teacher": 1.0, "retention": 1.0}
             results[name] = metrics

@@ -43,7 +43,10 @@ def test_a_pinned_teacher_seed_shares_one_teacher_across_student_seeds(compose_c
     """teacher_seed=0 with seed=1 loads seed 0's cached teacher (no second fine-tune) and trains another student;
     unpinned, seed 1 fine-tunes its own teacher."""
     cache = tmp_path / "cache"
-    teachers = lambda: sorted(p.name for p in (cache / "teachers").iterdir())  # noqa: E731
+
+    def teachers() -> list[str]:
+        return sorted(p.name for p in (cache / "teachers").iterdir())
+
     a = run(compose_cfg(f"paths.cache_dir={cache}"), {})
     first = teachers()
     b = run(compose_cfg(f"paths.cache_dir={cache}", "seed=1", "teacher_seed=0", "data.seed=0"), {})

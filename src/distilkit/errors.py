@@ -41,6 +41,11 @@ def check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+def is_int(value) -> bool:
+    """An integer, and not a bool (YAML's ``true`` is an ``int`` to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_bool(value, key: str) -> bool:
     """``value`` when it is a bool; else ``ConfigError(key, "must be true or false, got ...")``."""
     check(isinstance(value, bool), key, f"must be true or false, got {value!r}")

@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from distilkit.errors import ConfigError, check, config_group
+from distilkit.errors import ConfigError, check, config_group, is_int
 from distilkit.fingerprint import FileHashes, library_versions
 from distilkit.hashing import key_of
 from distilkit.export.fuse import check_fuse, fuse_all
@@ -93,7 +93,7 @@ class Run:
             self.augment.check(self.task, self.data)
         check_fuse(cfg.export.fuse)
         teacher_seed = cfg.get("teacher_seed")
-        check(teacher_seed is None or (isinstance(teacher_seed, int) and not isinstance(teacher_seed, bool)), "teacher_seed",
+        check(teacher_seed is None or is_int(teacher_seed), "teacher_seed",
               f"must be an integer or null (null: the run's seed), got {teacher_seed!r}")
         self.teacher_seed: int = cfg.seed if teacher_seed is None else teacher_seed
         self.budget = build_group(cfg, "budget") if "budget" in cfg else Budget()

@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from distilkit.errors import ConfigError
+from distilkit.errors import ConfigError, is_int
 
 SPECIAL_KEYS = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
 
@@ -107,7 +107,7 @@ class TrainVocab(FullVocab):
     """``vocab=train``: the specials and the tokens of the training text (``max_tokens``: at most that many in all)."""
 
     def __init__(self, max_tokens: int | None = None):
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 8):
+        if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 8):
             raise ConfigError("max_tokens", f"must be null (every training token) or an integer >= 8, got {max_tokens!r}")
         self.max_tokens = max_tokens
         self.report: dict[str, float] = {}

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from distilkit.errors import ConfigError
+from distilkit.errors import ConfigError, is_int
 from distilkit.export.onnx import atomic_output
 from distilkit.quantize.base import Converted, Quantizer
 from distilkit.quantize.int8 import int8_embedding_nodes
@@ -51,7 +51,7 @@ class PTQStaticQuantizer(Quantizer):
 
     def __init__(self, keep_fp32: Sequence[str] = ("classifier",), calibration_batches: int = 16):
         self.keep_fp32 = check_keep_fp32(keep_fp32)
-        if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) or calibration_batches < 1:
+        if not is_int(calibration_batches) or calibration_batches < 1:
             raise ConfigError("calibration_batches", f"must be an integer >= 1, got {calibration_batches!r}")
         self.calibration_batches = calibration_batches
         self.calibration: list[dict[str, np.ndarray]] = []
