@@ -201,7 +201,8 @@ def keep_teacher(run: Run) -> None:
         if not plain.is_file():
             export_onnx(teacher, plain, run.data.max_length)
         shutil.copyfile(plain, Path(tmp) / TEACHER_ONNX.name)
-        fuse_onnx(plain, Path(tmp) / TEACHER_FUSED.name)
+        mha = export_onnx(teacher, Path(tmp) / "teacher.mha.onnx", run.data.max_length, fuse_attention=True)  # as export.fuse=true
+        fuse_onnx(mha, Path(tmp) / TEACHER_FUSED.name)
         os.replace(Path(tmp) / TEACHER_FUSED.name, TEACHER_FUSED)
         dev = run.data.inputs("dev")
         torch.save({**dev, "vocab_size": teacher.config.vocab_size, "max_length": run.data.max_length}, Path(tmp) / DEV_INPUTS.name)

@@ -11,6 +11,8 @@ from distilkit.errors import ConfigError
 from distilkit.export.fuse import check_fuse, fuse_all, fused_path
 from distilkit.export.onnx import export_onnx
 from distilkit.measure import parity
+from distilkit.prune import HeadPruner
+from distilkit.quantize import PTQDynamicQuantizer, PTQStaticQuantizer, QATInt4Quantizer, QATInt8Quantizer
 
 
 def ops(path) -> set[str]:
@@ -33,6 +35,63 @@ def test_fused_fp32_keeps_parity(tmp_path):
     m = parity.parity_metrics(parity.torch_logits(model, dev), parity.onnx_logits(fused_fp32, dev), "fp32")
     assert m[parity.PASS] == 1.0
     assert fuse_all(False, fp32) == (fp32,)
+
+
+def tiny_bert(**kw) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  max_position_embeddings=64, num_labels=2)
+    return BertForSequenceClassification(BertConfig(**(config | kw))).eval()
+
+
+def padded_batch() -> dict[str, torch.Tensor]:
+    ids = torch.randint(1, 100, (96, 12), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[::3, 8:] = 0
+    mask[1::7, 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("pruned", [0.0, 0.5])  # pruner=heads 50 %: layers with their own head counts
+def test_fused_attention_is_one_node_per_layer_and_keeps_parity(tmp_path, pruned):
+    model = tiny_bert(hidden_size=48, num_attention_heads=6)
+    if pruned:
+        model = HeadPruner(pruned).prepare(model).eval()
+    heads = [layer.attention.self.num_attention_heads for layer in model.bert.encoder.layer]
+    assert sum(heads) == round(12 * (1 - pruned))
+    before = model.config._attn_implementation
+    fp32 = export_onnx(model, tmp_path / "student.onnx", seq_len=12, fuse_attention=True)
+    graph = onnx.load(str(fp32)).graph
+    fused = [n for n in graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(fused) == 2 and {n.domain for n in fused} == {"com.microsoft"}
+    assert [next(a.i for a in n.attribute if a.name == "num_heads") for n in fused] == heads
+    assert "Softmax" not in ops(fp32)  # the scores' MatMul/Softmax/MatMul chain is gone
+    assert model.config._attn_implementation == before  # only the export saw the fused attention
+    fused_fp32 = fuse_all(True, fp32)[0]  # the offline fusions still apply on top
+    assert {"MultiHeadAttention", "SkipLayerNormalization"} <= ops(fused_fp32)
+    dev = padded_batch()
+    for path in (fp32, fused_fp32):
+        m = parity.parity_metrics(parity.torch_logits(model, dev), parity.onnx_logits(path, dev), "fp32")
+        assert m[parity.PASS] == 1.0 and m["deploy/parity_max_abs_logit_diff"] < 1e-4, m
+
+
+QUANTIZERS = [PTQDynamicQuantizer(), QATInt8Quantizer(reduce_range=True), QATInt4Quantizer(group_size=16), PTQStaticQuantizer(calibration_batches=1)]
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS, ids=lambda q: type(q).__name__)
+def test_every_quantizer_deploys_the_fused_attention_export(quantizer, tmp_path):
+    model = quantizer.prepare(tiny_bert())
+    dev = padded_batch()
+    model.train()(**{k: v[:8] for k, v in dev.items()})  # ptq_static records its calibration batch in training
+    converted = quantizer.convert(model.eval())
+    fp32 = export_onnx(converted.float_model, tmp_path / "student.onnx", seq_len=12, fuse_attention=True)
+    deployed = fuse_all(True, quantizer.quantize_onnx(fp32, tmp_path / "student.q.onnx"))[0]
+    assert "MultiHeadAttention" in ops(deployed)
+    assert ops(deployed) & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits", "QuantizeLinear"}
+    if isinstance(quantizer, PTQStaticQuantizer):
+        return  # its parity fails on onnxruntime's static kernels, fused or not (README; bench/int8_modes.py)
+    m = parity.parity_metrics(parity.torch_logits(converted.reference, dev), parity.onnx_logits(deployed, dev), converted.parity_key)
+    assert m[parity.PASS] == 1.0, m
 
 
 def test_fuse_must_be_a_bool():

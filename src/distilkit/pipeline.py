@@ -236,7 +236,7 @@ class Run:
             pruned = pruner.convert(trained)
         with config_group("quantizer"):
             converted = quantizer.convert(pruned)
-            fp32_onnx = self.task.export(converted.float_model, out_dir / "student.onnx", self.data)
+            fp32_onnx = self.task.export(converted.float_model, out_dir / "student.onnx", self.data, fuse=self.cfg.export.fuse)
             if fp32_onnx is None:
                 return converted, None, None
             deploy_onnx = quantizer.quantize_onnx(fp32_onnx, out_dir / f"student.{converted.precision}.onnx") or fp32_onnx

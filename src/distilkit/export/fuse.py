@@ -12,8 +12,10 @@ The pipeline fuses the files it times and deploys *after* quantization (the quan
 fused graph no longer has): the fp32 student, the deployable (quantized) student and the teacher
 get the same pass, so a speed-up compares equally optimized graphs in the same runtime, and the
 parity check (:mod:`distilkit.measure.parity`) runs on the fused deployable file. On the dynamo
-export of BERT (torch 2.13, onnxruntime 1.32) LayerNorm, SkipLayerNorm and BiasGelu fuse; the
-attention block (SDPA's pattern with its NaN guard) is not recognized as ``Attention``.
+export of BERT (torch 2.13, onnxruntime 1.32) LayerNorm, SkipLayerNorm and BiasGelu fuse here; the
+attention block (SDPA's pattern with its NaN guard) is not recognized as ``Attention``, so with
+``export.fuse=true`` the export itself writes each attention block as one ``MultiHeadAttention``
+node (:mod:`distilkit.export.attention`) before this pass.
 """
 
 from __future__ import annotations

@@ -43,12 +43,16 @@ def atomic_output(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def export_onnx(model: nn.Module, path: Path, seq_len: int) -> Path:
+def export_onnx(model: nn.Module, path: Path, seq_len: int, fuse_attention: bool = False) -> Path:
     """Export ``model`` (a ``*ForSequenceClassification``) to fp32 ONNX at ``path``, atomically.
 
     ``seq_len`` is the example sequence length used for tracing; batch and sequence axes stay
     dynamic. The model is traced in eval mode and its train/eval mode is restored afterwards.
+    ``fuse_attention``: each attention block as one onnxruntime ``MultiHeadAttention`` node
+    (:mod:`distilkit.export.attention`; ``export.fuse=true``).
     """
+    from distilkit.export.attention import TRANSLATION, fused_attention, rename_domain
+
     max_len = model.config.max_position_embeddings
     if not 1 <= seq_len <= max_len:
         raise ValueError(f"seq_len must be in [1, {max_len}], got {seq_len}")
@@ -61,7 +65,7 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int) -> Path:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), fused_attention(model, fuse_attention):
             for message in HARMLESS_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             program = torch.onnx.export(
@@ -73,9 +77,11 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int) -> Path:
                 input_names=list(INPUT_NAMES),
                 output_names=[OUTPUT_NAME],
                 dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+                custom_translation_table=TRANSLATION,
             )
     finally:
         model.train(was_training)
+    rename_domain(program.model)
     path = Path(path)
     with atomic_output(path) as tmp:
         program.save(tmp, external_data=False)

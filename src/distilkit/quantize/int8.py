@@ -114,6 +114,6 @@ def quantize_onnx_int8(fp32_onnx: Path, out_path: Path, keep_fp32: Sequence[str]
             per_channel=True,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8 if reduce_range else QuantType.QUInt8,
-            extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True},
+            extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     return Path(out_path)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 from torch import nn
 
 from distilkit.errors import ConfigError, is_int
@@ -88,6 +89,6 @@ class PTQStaticQuantizer(Quantizer):
                 model, tmp, _Batches(self.calibration), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
                 nodes_to_quantize=nodes, per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True},
+                extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         return Path(out_path)

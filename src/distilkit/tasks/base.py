@@ -78,8 +78,9 @@ class Task(ABC):
     def attach(self, data, outputs: dict) -> None:
         """Give the training split its teacher outputs (they ride along in every training batch)."""
 
-    def export(self, model, path: Path, data) -> Path | None:
-        """The deployable file of ``model`` (ONNX), or None where the task exports none."""
+    def export(self, model, path: Path, data, fuse: bool = False) -> Path | None:
+        """The deployable file of ``model`` (ONNX), or None where the task exports none; ``fuse``: ``export.fuse``
+        (attention written fused at export, :mod:`distilkit.export.attention`)."""
         return None
 
     @abstractmethod

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification
 
 from distilkit.data.module import SPLITS
 from distilkit.errors import check, check_bool, config_group
-from distilkit.export.fuse import fuse_all, fused_path
+from distilkit.export.fuse import check_fuse, fuse_all, fused_path
 from distilkit.export.onnx import export_onnx
 from distilkit.hashing import key_of
 from distilkit.losses import CrossEntropy
@@ -88,14 +88,18 @@ class Classification(Task):
             data.attach_teacher_logits(outputs["train"])
 
     # deploy and measure -------------------------------------------------------------------------
-    def export(self, model, path: Path, data) -> Path:
-        return export_onnx(model, path, data.max_length)
+    def export(self, model, path: Path, data, fuse: bool = False) -> Path:
+        return export_onnx(model, path, data.max_length, fuse_attention=fuse)
 
     def teacher_onnx(self, run, teacher, teacher_key: str) -> Path:
-        fuse = run.cfg.export.fuse
-        path = Path(run.cfg.paths.cache_dir) / "teacher_onnx" / f"{teacher_key}-{run.data.max_length}.onnx"
-        path = path if path.is_file() else export_onnx(teacher, path, run.data.max_length)
-        return fused_path(path) if fuse and fused_path(path).is_file() else fuse_all(fuse, path)[0]
+        """The teacher's ONNX from the cache (exported once per teacher, length and ``export.fuse``)."""
+        fuse = check_fuse(run.cfg.export.fuse)
+        name = f"{teacher_key}-{run.data.max_length}" + (".mha.onnx" if fuse else ".onnx")  # .mha: attention fused at export
+        path = Path(run.cfg.paths.cache_dir) / "teacher_onnx" / name
+        if fuse and fused_path(path).is_file():
+            return fused_path(path)
+        path = path if path.is_file() else export_onnx(teacher, path, run.data.max_length, fuse_attention=fuse)
+        return fuse_all(fuse, path)[0]
 
     def predict(self, run, trained) -> dict[str, torch.Tensor]:
         return {split: predict_logits(trained, run.data.inputs(split)) for split in ("dev", "test")}
