@@ -28,7 +28,7 @@ padded to 64 tokens) against fp32, and, for QDQ models, against the same file ru
 optimizations off (each ``QuantizeLinear``/``DequantizeLinear`` computed as written and an fp32
 ``MatMul``: the exact simulation of what the fused int8 kernels should compute).
 
-Writes ``bench/results/int8_modes.{md,json}``. Needs ../shared/data/sst2 and ../shared/models/all-MiniLM-L6-v2.
+Writes ``bench/results/int8_modes.{md,json}`` (``--name``: another name, e.g. per CPU kind). Needs ../shared/data/sst2 and ../shared/models/all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--b1-calls", type=int, default=40, help="timed b1 calls per model per round")
     parser.add_argument("--b32-calls", type=int, default=6, help="timed b32 calls per model per round")
+    parser.add_argument("--name", default="int8_modes", help="results files bench/results/NAME.{md,json} (one per CPU kind: "
+                        "the AVX2-only host's are int8_modes, an AVX-512 VNNI host's int8_modes_vnni)")
     args = parser.parse_args()
     torch.manual_seed(0)
     minilm = SHARED / "models" / "all-MiniLM-L6-v2"
@@ -184,7 +186,7 @@ def main() -> None:
               "machine": f"{cpu_description()}; onnxruntime {ort.__version__}",
               "seq_len": SEQ, "threads": args.threads, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "int8_modes.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     header = "| model | ort b1 ms | b1 x fp32 (same fusion) | ort b32 ms | b32 x fp32 (same fusion) | MB | max abs logit diff vs fp32 | vs exact Q/DQ simulation | kernels |"
     lines = [f"`{result['command']}` ({result['machine']}, seq {SEQ}, {args.threads} threads, interleaved, p50)", "",
              header, "|---|---|---|---|---|---|---|---|---|"]
@@ -193,7 +195,7 @@ def main() -> None:
         lines.append(f"| {name} | {r['b1_p50_ms']:.2f} | {r['b1_speedup_vs_fp32']:.2f} | {r['b32_p50_ms']:.1f} | "
                      f"{r['b32_speedup_vs_fp32']:.2f} | {r['size_mb']:.1f} | {r['max_abs_diff_vs_fp32']:.4f} | "
                      f"{'-' if sim is None else f'{sim:.4f}'} | {', '.join(f'{k} {v}' for k, v in r['ops'].items())} |")
-    (RESULTS / "int8_modes.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
