@@ -97,3 +97,29 @@ def test_every_quantizer_deploys_the_fused_attention_export(quantizer, tmp_path)
 def test_fuse_must_be_a_bool():
     with pytest.raises(ConfigError, match="export.fuse"):
         check_fuse("yes")
+
+
+def test_fused_attention_function_equals_sdpa_and_falls_back_where_the_op_does_not_fit():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from distilkit.export.attention import attention
+
+    module = torch.nn.Module().eval()
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    mask[1, :, :, 3:] = False  # the second row's last two tokens are padding
+    calls = []
+    original = torch.ops.distilkit.mha
+    try:
+        torch.ops.distilkit.mha = lambda *a: calls.append(a) or original(*a)
+        fused, _ = attention(module, q, k, v, mask, scaling=0.3)
+        assert len(calls) == 1
+        expected, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)
+        torch.testing.assert_close(fused, expected)
+        module.num_key_value_groups = 2  # grouped-query attention: 2 key/value heads for 4 query heads
+        grouped, _ = attention(module, q, k[:, :2], v[:, :2], mask, scaling=0.3)
+        assert len(calls) == 1  # not the fused op: MultiHeadAttention needs one key/value head per query head
+        torch.testing.assert_close(grouped, sdpa_attention_forward(module, q, k[:, :2], v[:, :2], mask, scaling=0.3)[0])
+    finally:
+        torch.ops.distilkit.mha = original
