@@ -65,7 +65,7 @@ def test_fused_attention_is_one_node_per_layer_and_keeps_parity(tmp_path, pruned
     fused = [n for n in graph.node if n.op_type == "MultiHeadAttention"]
     assert len(fused) == 2 and {n.domain for n in fused} == {"com.microsoft"}
     assert [next(a.i for a in n.attribute if a.name == "num_heads") for n in fused] == heads
-    assert "Softmax" not in ops(fp32)  # the scores' MatMul/Softmax/MatMul chain is gone
+    assert not {"Softmax", "Where", "IsNaN"} & ops(fp32)  # no scores chain, no [batch, 1, seq, seq] mask: the key padding mask only
     assert model.config._attn_implementation == before  # only the export saw the fused attention
     fused_fp32 = fuse_all(True, fp32)[0]  # the offline fusions still apply on top
     assert {"MultiHeadAttention", "SkipLayerNormalization"} <= ops(fused_fp32)
@@ -102,7 +102,9 @@ def test_fuse_must_be_a_bool():
 def test_fused_attention_function_equals_sdpa_and_falls_back_where_the_op_does_not_fit():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from distilkit.export.attention import attention
+    from transformers.masking_utils import bidirectional_mask_function
+
+    from distilkit.export.attention import attention, padding_mask
 
     module = torch.nn.Module().eval()
     g = torch.Generator().manual_seed(0)
@@ -117,9 +119,13 @@ def test_fused_attention_function_equals_sdpa_and_falls_back_where_the_op_does_n
         assert len(calls) == 1
         expected, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)
         torch.testing.assert_close(fused, expected)
+        padding = padding_mask(2, 5, 5, mask_function=bidirectional_mask_function, attention_mask=mask[:, 0, 0].long())
+        assert padding.shape == (2, 1, 1, 5)  # a bidirectional model's mask: the keys only, MultiHeadAttention's key_padding_mask
+        torch.testing.assert_close(attention(module, q, k, v, padding, scaling=0.3)[0], expected)
+        assert calls[-1][3].shape == (2, 5) and calls[-1][4] is None
         module.num_key_value_groups = 2  # grouped-query attention: 2 key/value heads for 4 query heads
         grouped, _ = attention(module, q, k[:, :2], v[:, :2], mask, scaling=0.3)
-        assert len(calls) == 1  # not the fused op: MultiHeadAttention needs one key/value head per query head
+        assert len(calls) == 2  # not the fused op: MultiHeadAttention needs one key/value head per query head
         torch.testing.assert_close(grouped, sdpa_attention_forward(module, q, k[:, :2], v[:, :2], mask, scaling=0.3)[0])
     finally:
         torch.ops.distilkit.mha = original

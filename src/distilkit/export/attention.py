@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from onnx.defs import OpSchema
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import sdpa_mask
+from transformers.masking_utils import bidirectional_mask_function, sdpa_mask
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,21 @@ _DOMAIN = "distilkit.export"  # the node's domain inside the exporter; renamed t
 
 
 @torch.library.custom_op("distilkit::mha", mutates_args=())
-def mha(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
-    """Multi-head attention over ``[batch, seq, heads * head_size]`` inputs with an additive bias."""
+def mha(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None,
+        bias: torch.Tensor | None, num_heads: int, scale: float) -> torch.Tensor:
+    """Multi-head attention over ``[batch, seq, heads * head_size]`` inputs, keys masked by ``key_padding_mask``
+    (``[batch, kv_seq]``, 1 = attend) or by an additive ``bias`` (``[batch, 1, seq, kv_seq]``)."""
     b, s, _ = query.shape
     t = key.shape[1]
     split = lambda x, n: x.reshape(b, n, num_heads, -1).transpose(1, 2)  # noqa: E731 -- [b, heads, n, head_size]
+    if key_padding_mask is not None:
+        bias = torch.where(key_padding_mask[:, None, None, :].bool(), 0.0, torch.finfo(query.dtype).min).to(query.dtype)
     out = F.scaled_dot_product_attention(split(query, s), split(key, t), split(value, t), attn_mask=bias, scale=scale)
     return out.transpose(1, 2).reshape(b, s, -1).contiguous()
 
 
 @mha.register_fake
-def _mha_shape(query, key, value, bias, num_heads, scale):
+def _mha_shape(query, key, value, key_padding_mask, bias, num_heads, scale):
     return query.new_empty((*query.shape[:2], value.shape[-1]))
 
 
@@ -62,21 +66,37 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
     causal_skipped = attention_mask is None and kwargs.get("is_causal", getattr(module, "is_causal", False))
     if key.shape[1] != heads or causal_skipped or kwargs.get("output_attentions") or (module.training and dropout > 0):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    padding, bias = None, None
     if attention_mask is None:
-        bias = query.new_zeros((b, 1, s, t))
+        padding = torch.ones((b, t), dtype=torch.int32, device=query.device)
+    elif attention_mask.dtype == torch.bool and attention_mask.shape[-2] == 1:  # [batch, 1, 1, kv_seq]: padding_mask's
+        padding = attention_mask[:, 0, 0, :].to(torch.int32)
     elif attention_mask.dtype == torch.bool:
         bias = torch.where(attention_mask, 0.0, torch.finfo(query.dtype).min).to(query.dtype)
     else:
         bias = attention_mask.to(query.dtype)
-    bias = bias[:, :1].expand(b, 1, s, t)  # MultiHeadAttention's attention_bias: [batch or 1, heads or 1, seq, kv_seq]
+    if bias is not None:
+        bias = bias[:, :1].expand(b, 1, s, t)  # MultiHeadAttention's attention_bias: [batch or 1, heads or 1, seq, kv_seq]
     flat = lambda x: x.transpose(1, 2).reshape(b, x.shape[2], -1)  # noqa: E731 -- [b, n, heads * head_size]
     scale = float(scaling if scaling is not None else d**-0.5)
-    out = torch.ops.distilkit.mha(flat(query), flat(key), flat(value), bias, heads, scale)
+    out = torch.ops.distilkit.mha(flat(query), flat(key), flat(value), padding, bias, heads, scale)
     return out.view(b, s, heads, d), None
 
 
+def padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=bidirectional_mask_function,
+                 attention_mask=None, **kwargs):
+    """transformers mask function: a bidirectional model's padding mask as ``[batch, 1, 1, kv_seq]`` (the keys to
+    attend), which :func:`attention` hands to MultiHeadAttention as its ``key_padding_mask``, so the export computes
+    no ``[batch, 1, seq, kv_seq]`` mask; every other mask (causal, offsets, combined) is :func:`sdpa_mask`'s."""
+    if (mask_function is bidirectional_mask_function and attention_mask is not None and attention_mask.dim() == 2
+            and q_offset == 0 and kv_offset == 0 and attention_mask.shape[-1] == kv_length):
+        return attention_mask[:, None, None, :].bool()
+    return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset, kv_offset=kv_offset,
+                     mask_function=mask_function, attention_mask=attention_mask, **kwargs)
+
+
 AttentionInterface.register(IMPLEMENTATION, attention)
-AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+AttentionMaskInterface.register(IMPLEMENTATION, padding_mask)
 
 # onnxscript builds a node only from a registered schema: the subset of MultiHeadAttention's inputs used here, in a
 # private domain so that onnx's own view of com.microsoft (checker, shape inference) is not changed by this process.
@@ -100,8 +120,8 @@ onnx.defs.register_schema(
 _opset = onnxscript.values.Opset(_DOMAIN, 1)
 
 
-def _onnx_mha(query, key, value, bias, num_heads: int, scale: float):
-    return _opset.MultiHeadAttention(query, key, value, None, None, bias, num_heads=num_heads, scale=scale)
+def _onnx_mha(query, key, value, key_padding_mask, bias, num_heads: int, scale: float):
+    return _opset.MultiHeadAttention(query, key, value, None, key_padding_mask, bias, num_heads=num_heads, scale=scale)
 
 
 TRANSLATION = {torch.ops.distilkit.mha.default: _onnx_mha}  # torch.onnx.export(..., custom_translation_table=TRANSLATION)
