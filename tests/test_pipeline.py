@@ -120,6 +120,7 @@ BAD_INPUTS = [
     (["pruner=magnitude", "pruner.sparsity=1.0"], "pruner.sparsity", "[0, 1)"),
     (["pruner=heads", "pruner.amount=-0.1"], "pruner.amount", "[0, 1)"),
     (["pruner=ffn", "pruner.amount=1"], "pruner.amount", "[0, 1)"),
+    (["pruner=width", "pruner.importance=gradient"], "pruner.importance", "activation"),
     (["quantizer=qat_int8", "quantizer.keep_fp32=[classifier,no_such_module]"], "quantizer.keep_fp32", "no_such_module"),
     (["quantizer=ptq_dynamic", "quantizer.keep_fp32=[no_such_module]"], "quantizer.keep_fp32", "no_such_module"),
     (["hardware.measure.runtimes=[tensorrt]"], "hardware.measure.runtimes", "onnxruntime"),

@@ -73,3 +73,59 @@ def test_width_pruning_shapes_reload_and_onnx(tmp_path):
 def test_width_bad_fractions(key, kwargs):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         WidthPruner(**{"hidden": 0.0, "ffn": 0.0, **kwargs}).prepare(tiny_bert())
+
+
+def units_weights_cannot_see() -> BertForSequenceClassification:
+    """A tiny BERT with one hidden channel, one head per layer and one FFN neuron per layer that the data-free
+    weight scores rank last but that produce large activations on any input: a LayerNorm channel with gain 0 and
+    bias 5 that nothing reads, a head with value bias 5 whose output projection is zero, a neuron with input bias 5
+    (|gelu| = 5) and a tiny output weight. Their parameters carry the marker value 5 to find them after pruning."""
+    model = tiny_bert()
+    channel, head, neuron, size = 3, 2, 7, 8  # head size 8: 32 hidden / 4 heads
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight[channel], module.bias[channel] = 0.0, 5.0
+        for layer in model.bert.encoder.layer:
+            attn = layer.attention
+            for linear in (attn.self.query, attn.self.key, attn.self.value, layer.intermediate.dense):
+                linear.weight[:, channel] = 0.0
+            attn.self.value.bias[head * size:(head + 1) * size] = 5.0
+            attn.output.dense.weight[:, head * size:(head + 1) * size] = 0.0
+            layer.intermediate.dense.weight[neuron], layer.intermediate.dense.bias[neuron] = 0.0, 5.0
+            layer.output.dense.weight[:, neuron] = 1e-4
+        model.bert.pooler.dense.weight[:, channel] = 0.0
+    return model
+
+
+def kept_markers(model) -> tuple[bool, list[bool], list[bool]]:
+    """Whether the marked hidden channel, and per layer the marked head and neuron, survived pruning."""
+    layers = model.bert.encoder.layer
+    return (bool((model.bert.embeddings.LayerNorm.bias == 5.0).any()),
+            [bool((layer.attention.self.value.bias == 5.0).any()) for layer in layers],
+            [bool((layer.intermediate.dense.bias == 5.0).any()) for layer in layers])
+
+
+@pytest.mark.parametrize("importance", ["weight", "activation"])
+def test_activation_importance_keeps_the_units_with_large_activations(importance):
+    from types import SimpleNamespace
+
+    model = units_weights_cannot_see()
+    ids = torch.randint(1, 100, (40, 12), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[::4, 6:] = 0
+    data = SimpleNamespace(inputs=lambda split: {"input_ids": ids, "attention_mask": mask} if split == "train" else None)
+    pruner = WidthPruner(hidden=0.5, heads=0.5, ffn=0.5, importance=importance, calibration_rows=32)
+    pruner.calibrate(model, data)
+    pruner.prepare(model)
+    assert model.config.hidden_size == 16
+    expected = importance == "activation"  # the weight scores rank the marked units last: removed
+    assert kept_markers(model) == (expected, [expected] * 2, [expected] * 2)
+    assert pruner.scores is None  # the calibration served this prepare only
+
+
+def test_width_importance_and_calibration_rows_are_checked():
+    with pytest.raises(ConfigError, match="importance.*weight.*activation"):
+        WidthPruner(importance="gradient")
+    with pytest.raises(ConfigError, match="calibration_rows"):
+        WidthPruner(calibration_rows=0)

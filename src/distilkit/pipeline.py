@@ -273,6 +273,8 @@ class Run:
                         self.tracker.log_metrics(err.metrics)
                         self.tracker.set_tags({"budget": "over before training"})
                         raise
+            with config_group("pruner"):  # pruner.importance=activation: scores on training rows (distilkit.prune.activation)
+                self.pruner.calibrate(student, self.data)
             self.seed("student.fit")
             with stage("student fit"):
                 trained, is_global_zero = self.fit(student, fit_teacher)

@@ -1,6 +1,6 @@
 """The pruner interface the pipeline and the LightningModule call.
 
-Call order: ``prepare`` (before fit and before the optimizer is created), ``on_train_progress``
+Call order: ``calibrate`` (before fit, with the data), ``prepare`` (before fit and before the optimizer is created), ``on_train_progress``
 (at the start of every training batch), ``convert`` (after fit).
 """
 
@@ -25,6 +25,10 @@ class Pruner(ABC):
         preflight can check the quantizer against the widths that will really be quantized
         (default: pruning that keeps every shape, e.g. masks)."""
         return model
+
+    def calibrate(self, model: nn.Module, data) -> None:
+        """Called by the pipeline before fit with the student and the data module (its training inputs are the same
+        on every rank), for importance scores measured on data (default: none needed)."""
 
     @abstractmethod
     def prepare(self, model: nn.Module) -> nn.Module:

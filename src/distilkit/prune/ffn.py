@@ -36,16 +36,17 @@ class FFNPruner(Pruner):
     def shaped(self, model: nn.Module) -> nn.Module:
         return self.prepare(copy.deepcopy(model))
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: nn.Module, scores: list | None = None) -> nn.Module:
+        """``scores``: per layer, a score per neuron (default: :func:`neuron_importance`'s weight norms)."""
         if (decoder := decoder_layers(model)) is not None:
             return prune_ffn(model, decoder, self.amount)
         for index, layer in enumerate(encoder_layers(model)):
-            scores = neuron_importance(layer)
-            keep = len(scores) - round(self.amount * len(scores))
+            scores_of_layer = neuron_importance(layer) if scores is None else scores[index]
+            keep = len(scores_of_layer) - round(self.amount * len(scores_of_layer))
             if keep < 1:
-                raise ConfigError("amount", f"{self.amount} would remove all {len(scores)} FFN neurons of layer {index}")
-            kept = top_indices(scores, keep, ascending=False)
-            if keep < len(scores):
+                raise ConfigError("amount", f"{self.amount} would remove all {len(scores_of_layer)} FFN neurons of layer {index}")
+            kept = top_indices(scores_of_layer, keep, ascending=False)
+            if keep < len(scores_of_layer):
                 keep_neurons(layer, kept.tolist())
         record_structure(model)
         return model

@@ -41,11 +41,12 @@ class HeadPruner(Pruner):
         model = copy.deepcopy(model)
         return prune_heads(model, decoder_layers(model), self.amount)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: nn.Module, scores: list | None = None) -> nn.Module:
+        """``scores``: per layer, a score per head (default: :func:`head_importance`'s weight norms)."""
         if (decoder := decoder_layers(model)) is not None:
             return prune_heads(model, decoder, self.amount)
         layers = encoder_layers(model)
-        scores = [head_importance(layer.attention) for layer in layers]
+        scores = scores if scores is not None else [head_importance(layer.attention) for layer in layers]
         total = sum(len(s) for s in scores)
         remove = round(self.amount * total)
         if remove > total - len(layers):

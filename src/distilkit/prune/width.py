@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distilkit.errors import ConfigError
+from distilkit.errors import ConfigError, is_int
+from distilkit.prune.activation import ActivationScores, activation_importance
 from distilkit.prune.base import Pruner, check_fraction
 from distilkit.prune.encoder import encoder_layers
 from distilkit.prune.ffn import FFNPruner
@@ -108,10 +109,27 @@ class WidthPruner(Pruner):
     """Removes the fractions ``hidden`` (residual channels), ``heads`` (all heads) and ``ffn`` (each layer's
     FFN neurons), least important first."""
 
-    def __init__(self, hidden: float = 0.25, heads: float = 0.0, ffn: float = 0.25):
+    importances = ("weight", "activation")
+
+    def __init__(self, hidden: float = 0.25, heads: float = 0.0, ffn: float = 0.25, importance: str = "weight",
+                 calibration_rows: int = 512):
         self.hidden = check_fraction("hidden", hidden)
         self.heads = check_fraction("heads", heads)
         self.ffn = check_fraction("ffn", ffn)
+        if importance not in self.importances:
+            raise ConfigError("importance", f"must be one of {list(self.importances)}, got {importance!r}")
+        if not is_int(calibration_rows) or calibration_rows < 1:
+            raise ConfigError("calibration_rows", f"must be an integer >= 1, got {calibration_rows!r}")
+        self.importance = importance
+        self.calibration_rows = calibration_rows
+        self.scores: ActivationScores | None = None  # set by calibrate (importance=activation)
+
+    def calibrate(self, model: nn.Module, data) -> None:
+        """``importance=activation``: Minitron's scores of ``model`` on the first ``calibration_rows`` training rows
+        (:mod:`distilkit.prune.activation`), used by the next ``prepare``; ``weight``: nothing."""
+        if self.importance == "activation":
+            self.check(model)
+            self.scores = activation_importance(model, data.inputs("train"), self.calibration_rows)
 
     def check(self, model: nn.Module) -> None:
         encoder_layers(model)
@@ -120,14 +138,17 @@ class WidthPruner(Pruner):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.check(model)
+        scores, self.scores = self.scores, None  # activation scores index this model's units: used once
+        if scores is not None and len(scores.hidden) != model.config.hidden_size:
+            raise ConfigError("importance", "the calibrated model is not the one being pruned (hidden sizes differ)")
         for key, pruner in (("heads", HeadPruner), ("ffn", FFNPruner)):
             if getattr(self, key):
                 try:
-                    pruner(getattr(self, key)).prepare(model)
+                    pruner(getattr(self, key)).prepare(model, getattr(scores, key, None))
                 except ConfigError as err:  # reported under this pruner's key
                     raise ConfigError(key, err.message) from None
         if self.hidden:
-            scores = hidden_importance(model)
+            scores = hidden_importance(model) if scores is None else scores.hidden
             keep = len(scores) - round(self.hidden * len(scores))
             if keep < 1:
                 raise ConfigError("hidden", f"{self.hidden} would remove all {len(scores)} hidden channels")
