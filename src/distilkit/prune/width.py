@@ -5,8 +5,9 @@ Pruning and Knowledge Distillation", 2024).
 In ``prepare``: heads (fraction ``heads``, global ranking, :class:`distilkit.prune.HeadPruner`), FFN
 neurons (fraction ``ffn`` per layer, :class:`distilkit.prune.FFNPruner`), then the fraction ``hidden``
 of the residual-stream channels. Minitron ranks embedding channels by the mean LayerNorm output
-activation over calibration data; without data (a pruner sees the model only) we use the bound it
-approximates: channel ``j`` of a LayerNorm output is ``gamma_j xhat_j + beta_j`` with ``|xhat_j|``
+activation over calibration data; that is ``importance=activation`` (:mod:`distilkit.prune.activation`,
+measured by :meth:`WidthPruner.calibrate` on training rows before fit). The default ``importance=weight``
+needs no data and uses the bound it approximates: channel ``j`` of a LayerNorm output is ``gamma_j xhat_j + beta_j`` with ``|xhat_j|``
 of order 1, and it reaches the next block only through column ``j`` of the Linears that read it, so
 ``score_j = sum over residual LayerNorms of (|gamma_j| + |beta_j|) * ||W_read[:, j]||``
 (readers: the next layer's query/key/value, the FFN input, and the pooler after the last layer).
