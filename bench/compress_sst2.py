@@ -36,8 +36,6 @@ import onnxruntime
 import torch
 from hydra import compose, initialize_config_dir
 
-from distilkit.export.fuse import fuse_onnx
-from distilkit.export.onnx import export_onnx
 from distilkit.logs import quiet_libraries
 from distilkit.measure.latency import LENGTHS, latency_name, speedup_name
 from distilkit.measure.report import MeasureSpec
@@ -197,12 +195,8 @@ def keep_teacher(run: Run) -> None:
     (and ``--time-only``) needs no teacher, cache or training."""
     teacher, _, key = run.teacher()  # from the cache the row's run just used
     with tempfile.TemporaryDirectory(dir=ONNX_DIR) as tmp:
-        plain = Path(run.cfg.paths.cache_dir) / "teacher_onnx" / f"{key}-{run.data.max_length}.onnx"
-        if not plain.is_file():
-            export_onnx(teacher, plain, run.data.max_length)
-        shutil.copyfile(plain, Path(tmp) / TEACHER_ONNX.name)
-        mha = export_onnx(teacher, Path(tmp) / "teacher.mha.onnx", run.data.max_length, fuse_attention=True)  # as export.fuse=true
-        fuse_onnx(mha, Path(tmp) / TEACHER_FUSED.name)
+        for fuse, kept in ((False, TEACHER_ONNX), (True, TEACHER_FUSED)):  # the cached files, as export.fuse=false/true rows time them
+            shutil.copyfile(run.task.teacher_onnx(run, teacher, key, fuse=fuse), Path(tmp) / kept.name)
         os.replace(Path(tmp) / TEACHER_FUSED.name, TEACHER_FUSED)
         dev = run.data.inputs("dev")
         torch.save({**dev, "vocab_size": teacher.config.vocab_size, "max_length": run.data.max_length}, Path(tmp) / DEV_INPUTS.name)

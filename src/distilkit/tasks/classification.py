@@ -91,9 +91,9 @@ class Classification(Task):
     def export(self, model, path: Path, data, fuse: bool = False) -> Path:
         return export_onnx(model, path, data.max_length, fuse_attention=fuse)
 
-    def teacher_onnx(self, run, teacher, teacher_key: str) -> Path:
-        """The teacher's ONNX from the cache (exported once per teacher, length and ``export.fuse``)."""
-        fuse = check_fuse(run.cfg.export.fuse)
+    def teacher_onnx(self, run, teacher, teacher_key: str, fuse: bool | None = None) -> Path:
+        """The teacher's ONNX from the cache (exported once per teacher, length and ``fuse``; default ``export.fuse``)."""
+        fuse = check_fuse(run.cfg.export.fuse if fuse is None else fuse)
         name = f"{teacher_key}-{run.data.max_length}" + (".mha.onnx" if fuse else ".onnx")  # .mha: attention fused at export
         path = Path(run.cfg.paths.cache_dir) / "teacher_onnx" / name
         if fuse and fused_path(path).is_file():
