@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from distilkit.export.onnx import atomic_output
 from distilkit.quantize.fake_quant import int8_codes
-from distilkit.quantize.onnx_graph import load_for_quantization, quantize_word_embedding, quiet_ort_logging
+from distilkit.quantize.onnx_graph import ORT_QUANTIZE_OPTIONS, load_for_quantization, quantize_word_embedding, quiet_ort_logging
 from distilkit.quantize.targets import replace_modules
 
 
@@ -114,6 +114,6 @@ def quantize_onnx_int8(fp32_onnx: Path, out_path: Path, keep_fp32: Sequence[str]
             per_channel=True,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8 if reduce_range else QuantType.QUInt8,
-            extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+            extra_options=dict(ORT_QUANTIZE_OPTIONS),
         )
     return Path(out_path)

@@ -36,6 +36,10 @@ from distilkit.export.onnx import INPUT_NAMES
 from distilkit.quantize.targets import is_kept
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+# onnxruntime quantizer options of both int8 paths (int8.quantize_onnx_int8, ptq_static): symmetric weights, only MatMuls
+# with a constant weight, and float for tensors its shape inference cannot type (the outputs of com.microsoft nodes
+# such as export.fuse's MultiHeadAttention)
+ORT_QUANTIZE_OPTIONS = {"MatMulConstBOnly": True, "WeightSymmetric": True, "DefaultTensorType": onnx.TensorProto.FLOAT}
 EmbeddingRewrite = Callable[[onnx.NodeProto, np.ndarray], tuple[list[onnx.NodeProto], list[onnx.TensorProto]]]
 
 

@@ -24,14 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 from torch import nn
 
 from distilkit.errors import ConfigError, is_int
 from distilkit.export.onnx import atomic_output
 from distilkit.quantize.base import Converted, Quantizer
 from distilkit.quantize.int8 import int8_embedding_nodes
-from distilkit.quantize.onnx_graph import load_for_quantization, quantize_word_embedding, quiet_ort_logging
+from distilkit.quantize.onnx_graph import ORT_QUANTIZE_OPTIONS, load_for_quantization, quantize_word_embedding, quiet_ort_logging
 from distilkit.quantize.targets import check_keep_fp32, quantized_linears
 
 
@@ -89,6 +88,6 @@ class PTQStaticQuantizer(Quantizer):
                 model, tmp, _Batches(self.calibration), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
                 nodes_to_quantize=nodes, per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+                extra_options=dict(ORT_QUANTIZE_OPTIONS),
             )
         return Path(out_path)
