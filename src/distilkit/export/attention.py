@@ -4,11 +4,13 @@ onnxruntime's offline fusions (:mod:`distilkit.export.fuse`) don't recognize the
 dynamo export (SDPA's pattern with its NaN guard, or the eager one), so the export writes the fused
 node itself. While :func:`fused_attention` is active the model's attention implementation (transformers'
 ``AttentionInterface``) is :func:`attention`, which hands query, key and value as ``[batch, seq, heads *
-head_size]`` and the mask as an additive ``[batch, 1, seq, kv_seq]`` bias to the custom op
-``distilkit::mha``. In torch that op is SDPA (the same numbers as the model's own attention); the exporter
-translates it (:data:`TRANSLATION`) to ``com.microsoft.MultiHeadAttention(query, key, value,
-attention_bias=bias, num_heads, scale)``: QK^T, scaling, mask, softmax and the weighted sum in one
-kernel instead of about fifteen nodes. The projections stay ``MatMul`` nodes with their module names,
+head_size]`` to the custom op ``distilkit::mha``, with a bidirectional model's padding mask as a
+``[batch, kv_seq]`` key padding mask (:func:`padding_mask`, the model's mask function meanwhile, keeps it
+that shape), or any other mask as an additive ``[batch, 1, seq, kv_seq]`` bias. In torch that op is SDPA
+(the same numbers as the model's own attention); the exporter translates it (:data:`TRANSLATION`) to
+``com.microsoft.MultiHeadAttention(query, key, value, key_padding_mask=, attention_bias=, num_heads, scale)``:
+QK^T, scaling, mask, softmax and the weighted sum in one kernel instead of about fifteen nodes, and no
+``[batch, 1, seq, kv_seq]`` mask built in the graph. The projections stay ``MatMul`` nodes with their module names,
 so the quantizers find and quantize them exactly as before; what leaves the graph are the attention
 scores' fp32 ``MatMul`` pairs and their plumbing.
 
@@ -19,7 +21,6 @@ layer exports unfused. The deploy parity check compares the exported file with t
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -31,8 +32,6 @@ from onnx.defs import OpSchema
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import bidirectional_mask_function, sdpa_mask
-
-log = logging.getLogger(__name__)
 
 IMPLEMENTATION = "distilkit_mha"  # the name registered with transformers' attention and mask interfaces
 ORT_DOMAIN = "com.microsoft"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from distilkit.data.batching import batches_of
 from distilkit.prune.encoder import encoder_layers
 
 
@@ -70,12 +71,11 @@ def activation_importance(model: nn.Module, inputs: dict[str, Tensor], rows: int
     model.eval()
     tokens = 0.0
     try:
-        ids, mask = inputs["input_ids"][:rows], inputs["attention_mask"][:rows]
-        for start in range(0, len(ids), batch_size):
-            batch_mask = mask[start : start + batch_size].to(device)
-            state["mask"] = batch_mask.float()
-            tokens += float(batch_mask.sum())
-            model(input_ids=ids[start : start + batch_size].to(device), attention_mask=batch_mask)
+        for batch in batches_of({k: v[:rows] for k, v in inputs.items()}, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            state["mask"] = batch["attention_mask"].float()
+            tokens += float(state["mask"].sum())
+            model(**batch)
     finally:
         for handle in handles:
             handle.remove()
