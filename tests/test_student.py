@@ -69,6 +69,28 @@ def test_layer_map_out_of_range(teacher):
     assert err.value.key == "layer_map" and "[6]" in err.value.message
 
 
+def test_dropout_sets_every_dropout_of_the_student(teacher):
+    teacher.config.classifier_dropout = 0.3
+    try:
+        kept = DistilStudent(num_layers=2).build(teacher)
+        zero = DistilStudent(num_layers=2, dropout=0.0).build(teacher)
+    finally:
+        teacher.config.classifier_dropout = None
+    assert (kept.config.hidden_dropout_prob, kept.config.attention_probs_dropout_prob, kept.config.classifier_dropout) == (0.1, 0.1, 0.3)
+    assert (zero.config.hidden_dropout_prob, zero.config.attention_probs_dropout_prob, zero.config.classifier_dropout) == (0.0, 0.0, 0.0)
+    assert {m.p for m in kept.modules() if isinstance(m, nn.Dropout)} == {0.1, 0.3}
+    assert {m.p for m in zero.modules() if isinstance(m, nn.Dropout)} == {0.0}
+    zero.train()  # no dropout: training-mode forward is deterministic and equals eval mode
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(zero(input_ids=ids).logits, zero(input_ids=ids).logits)
+        assert torch.allclose(zero(input_ids=ids).logits, zero.eval()(input_ids=ids).logits)
+    assert teacher.config.hidden_dropout_prob == 0.1  # the teacher's own config is untouched
+    with pytest.raises(ConfigError) as err:
+        DistilStudent(dropout=1.0)
+    assert err.value.key == "dropout" and "[0, 1)" in err.value.message
+
+
 def test_scratch_student_shape(teacher):
     model = ScratchStudent(num_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=16).build(teacher)
     assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size, model.config.num_labels) == (1, 8, 50, 3)

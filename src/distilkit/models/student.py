@@ -29,10 +29,20 @@ def layer_list_name(model: PreTrainedModel) -> str:
     raise ConfigError("_target_", f"{type(model).__name__} has no list of {model.config.num_hidden_layers} layers to copy from")
 
 
-def copy_layers(teacher: PreTrainedModel, layer_map: list[int]) -> PreTrainedModel:
-    """A new model equal to ``teacher`` except that its layer stack keeps only layers ``layer_map``, in order."""
+def dropout_keys(config) -> list[str]:
+    """The config's dropout probabilities that are set (BERT: ``hidden_dropout_prob``,
+    ``attention_probs_dropout_prob``, ``classifier_dropout`` when not null; Llama: ``attention_dropout``)."""
+    return [k for k, v in config.to_dict().items() if "dropout" in k and isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def copy_layers(teacher: PreTrainedModel, layer_map: list[int], dropout: float | None = None) -> PreTrainedModel:
+    """A new model equal to ``teacher`` except that its layer stack keeps only layers ``layer_map``, in order,
+    and, when ``dropout`` is given, every dropout probability of its config is ``dropout``."""
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layer_map)
+    if dropout is not None:
+        for key in dropout_keys(config):
+            setattr(config, key, dropout)
     if isinstance(getattr(config, "layer_types", None), list):  # per-layer kinds (e.g. sliding window) follow their layers
         config.layer_types = [config.layer_types[t] for t in layer_map]
     student = type(teacher)(config)
@@ -52,11 +62,14 @@ def copy_layers(teacher: PreTrainedModel, layer_map: list[int]) -> PreTrainedMod
 
 class DistilStudent:
     """``num_layers`` (default: half the teacher's) or an explicit ``layer_map`` of teacher layer indices.
-    Serves both tasks: a BERT classifier's encoder layers or a causal LM's decoder layers are copied alike."""
+    Serves both tasks: a BERT classifier's encoder layers or a causal LM's decoder layers are copied alike.
+    ``dropout``: every dropout probability of the student (null: the teacher's)."""
 
     tasks = ("classification", "causal_lm")
 
-    def __init__(self, num_layers: int | None = None, layer_map: list[int] | None = None):
+    def __init__(self, num_layers: int | None = None, layer_map: list[int] | None = None, dropout: float | None = None):
+        check(dropout is None or 0.0 <= dropout < 1.0, "dropout", f"must be in [0, 1) or null (the teacher's), got {dropout}")
+        self.dropout = dropout
         if layer_map is not None:
             layer_map = list(layer_map)
             check(len(layer_map) > 0, "layer_map", "must list at least one teacher layer index")
@@ -84,7 +97,7 @@ class DistilStudent:
         return default_layer_map(teacher_layers, num_layers)
 
     def build(self, teacher: PreTrainedModel) -> PreTrainedModel:
-        return copy_layers(teacher, self.resolve_layer_map(teacher.config.num_hidden_layers))
+        return copy_layers(teacher, self.resolve_layer_map(teacher.config.num_hidden_layers), self.dropout)
 
 
 class ScratchStudent:
