@@ -76,6 +76,37 @@ def test_max_tokens_keeps_the_most_frequent(full):
         TrainVocab(max_tokens=3)
 
 
+def test_extra_tokens_keep_the_first_of_the_vocabulary_and_their_words_exact(full):
+    model, tokenizer = full
+    train = ["good movie"]
+    base = set(kept_token_ids(tokenizer, train))
+    kept = kept_token_ids(tokenizer, train, extra_tokens=60)
+    added = sorted(set(kept) - base)
+    assert len(added) == 60
+    # the first 60 ids not kept yet, in the vocabulary's own order
+    assert added == [i for i in range(len(tokenizer)) if i not in base][:60]
+    # a sentence made of those words (unseen in training): the pruned pair computes what the full pair computes
+    words = [t for t in tokenizer.convert_ids_to_tokens(added) if not t.startswith("##") and len(t) > 1][:4]
+    assert words, "the test vocabulary has whole words among its first ids"
+    text = [" ".join(words)]
+    student = copy.deepcopy(model)
+    new, kept2 = TrainVocab(extra_tokens=60).prune(student, tokenizer, train)
+    assert kept2 == kept
+    assert [[kept[i] for i in row] for row in new(text)["input_ids"]] == tokenizer(text)["input_ids"]
+    assert torch.equal(logits(student, new, text), logits(model, tokenizer, text))
+    plain, _ = TrainVocab().prune(copy.deepcopy(model), tokenizer, train)
+    assert plain(text)["input_ids"] != new(text)["input_ids"]  # without them the words fall back to pieces/[UNK]
+    with pytest.raises(ConfigError, match="extra_tokens"):
+        TrainVocab(extra_tokens=-1)
+
+
+def test_placeholder_rows_are_never_added():
+    from distilkit.prune.vocab import PLACEHOLDER
+
+    assert PLACEHOLDER.match("[unused0]") and PLACEHOLDER.match("[unused993]") and PLACEHOLDER.match("<unused12>")
+    assert not PLACEHOLDER.match("unused") and not PLACEHOLDER.match("[UNK]") and not PLACEHOLDER.match("the")
+
+
 def test_vocab_train_in_pipeline_deploys_the_pruned_tokenizer(compose_cfg, shared_cache_dir, tmp_path):
     """vocab=train + width + qat_int8 + export.fuse in one run: the saved student's tokenizer and model agree,
     the fused int8 ONNX model runs the pruned ids (parity), and the kept-token count and embedding sizes are logged."""

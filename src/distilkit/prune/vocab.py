@@ -3,8 +3,11 @@
 A small encoder's word-embedding table is most of its bytes (MiniLM: 30522 x 384 = 11.2 MB even in
 int8), but a task uses a fraction of the vocabulary. ``vocab=train`` keeps the special tokens and
 every token the teacher's tokenizer produces on the *training* split (dev and test text are unseen
-when the vocabulary is chosen), optionally only the ``max_tokens`` most frequent of them, and
-remaps both sides in one step:
+when the vocabulary is chosen), optionally only the ``max_tokens`` most frequent of them, plus
+optionally the ``extra_tokens`` first tokens of the tokenizer's own vocabulary (WordPiece and BPE
+vocabularies number their tokens in the order they were learned: characters, then the most frequent
+words; BERT's from id 1996 on are "the", "of", "and", ...), so that common words the training text
+lacks keep their own rows instead of falling back to pieces, and remaps both sides in one step:
 
 * the tokenizer: a WordPiece tokenizer with the kept tokens, renumbered in their old order (the
   ``tokenizers`` JSON with a new ``model.vocab``, special-token ids of the post-processor and the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 
@@ -37,6 +41,7 @@ from transformers import PreTrainedTokenizerFast
 from distilkit.errors import ConfigError, is_int
 
 SPECIAL_KEYS = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+PLACEHOLDER = re.compile(r"^[\[<]unused\d+[\]>]$", re.IGNORECASE)  # BERT's [unused0].. rows: never produced, never kept
 
 
 class FullVocab:
@@ -58,15 +63,21 @@ def _input_embedding(model: nn.Module) -> nn.Embedding:
     return embedding
 
 
-def kept_token_ids(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> list[int]:
+def kept_token_ids(tokenizer, texts: Sequence[str], max_tokens: int | None = None, extra_tokens: int = 0) -> list[int]:
     """Sorted ids of the special tokens and of the tokens ``tokenizer`` produces on ``texts`` (untruncated),
-    only the ``max_tokens`` most frequent of the latter when set (ties: lower id first)."""
+    only the ``max_tokens`` most frequent of the latter when set (ties: lower id first); then the first
+    ``extra_tokens`` ids of the vocabulary (id order, ``[unusedN]`` placeholders skipped) not kept yet."""
     counts = Counter(i for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in ids)
     special = set(tokenizer.all_special_ids)
     used = sorted((i for i in counts if i not in special), key=lambda i: (-counts[i], i))
     if max_tokens is not None:
         used = used[: max(0, max_tokens - len(special))]
-    return sorted(special | set(used))
+    kept = special | set(used)
+    if extra_tokens:
+        by_id = sorted((i, t) for t, i in tokenizer.get_vocab().items())
+        extra = (i for i, t in by_id if i not in kept and not PLACEHOLDER.match(t))
+        kept |= {i for _, i in zip(range(extra_tokens), extra)}
+    return sorted(kept)
 
 
 def pruned_tokenizer(tokenizer, kept: Sequence[int]) -> PreTrainedTokenizerFast:
@@ -104,12 +115,15 @@ def prune_embeddings(model: nn.Module, kept: Sequence[int], pad_token_id: int | 
 
 
 class TrainVocab(FullVocab):
-    """``vocab=train``: the specials and the tokens of the training text (``max_tokens``: at most that many in all)."""
+    """``vocab=train``: the specials and the tokens of the training text (``max_tokens``: at most that many in all),
+    and the ``extra_tokens`` first tokens of the vocabulary besides."""
 
-    def __init__(self, max_tokens: int | None = None):
+    def __init__(self, max_tokens: int | None = None, extra_tokens: int = 0):
         if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 8):
             raise ConfigError("max_tokens", f"must be null (every training token) or an integer >= 8, got {max_tokens!r}")
-        self.max_tokens = max_tokens
+        if not is_int(extra_tokens) or extra_tokens < 0:
+            raise ConfigError("extra_tokens", f"must be an integer >= 0 (0: none), got {extra_tokens!r}")
+        self.max_tokens, self.extra_tokens = max_tokens, extra_tokens
         self.report: dict[str, float] = {}
 
     def check(self, model: nn.Module) -> None:
@@ -117,7 +131,7 @@ class TrainVocab(FullVocab):
 
     def prune(self, model: nn.Module, tokenizer, texts: Sequence[str]):
         """``(pruned tokenizer, kept old ids)``; ``model``'s embeddings pruned in place."""
-        kept = kept_token_ids(tokenizer, texts, self.max_tokens)
+        kept = kept_token_ids(tokenizer, texts, self.max_tokens, self.extra_tokens)
         new = pruned_tokenizer(tokenizer, kept)
         prune_embeddings(model, kept, new.pad_token_id)
         return new, kept
