@@ -42,3 +42,36 @@ def test_final_session_speedups_are_ratios_of_printed_cells(tmp_path):
             assert printed[name][header] == f"{results[name][key]:.2f}"
             assert printed[name][ms_header] != "-" and printed["teacher"][header] == "1.00"
         assert results[name][ms_key.replace("_p50_ms", "_samples")] >= 5
+
+
+def _frontier_screen():
+    spec = importlib.util.spec_from_file_location("frontier_screen", ROOT / "bench" / "frontier_screen.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_frontier_screen_variant_replaces_base_keys_and_group_options():
+    screen = _frontier_screen()
+    base = ["loss=intermediate", "quantizer=qat_int8", "quantizer.reduce_range=true", "+trial=light", "seed=0", "vocab=train"]
+    assert screen.merge(base, ["quantizer=none"]) == ["loss=intermediate", "+trial=light", "seed=0", "vocab=train", "quantizer=none"]
+    assert screen.merge(base, ["quantizer.reduce_range=false", "seed=3"]) == [
+        "loss=intermediate", "quantizer=qat_int8", "+trial=light", "vocab=train", "quantizer.reduce_range=false", "seed=3"]
+    assert screen.merge(base, ["vocab.extra_tokens=10"]) == [*base, "vocab.extra_tokens=10"]
+    # every named variant composes on the frontier command into one value per key
+    for variants in screen.SETS.values():
+        for extra in variants.values():
+            merged = screen.merge(screen.FRONTIER, extra.split())
+            keys = [screen.key_of(t) for t in merged]
+            assert len(keys) == len(set(keys)), extra
+
+
+def test_frontier_screen_report_counts_a_repeated_run_once(tmp_path):
+    screen = _frontier_screen()
+    tsv = tmp_path / "s.tsv"
+    row = lambda name, seed, dev, test: "\t".join([name, str(seed), "0", "60", "0.8681", "0.8841", dev, dev, test, "FINISHED", ""])
+    tsv.write_text("\n".join(["\t".join(screen.COLUMNS), row("base", 0, "0.8300", "0.8200"), row("base", 1, "0.8400", "0.8300"),
+                              row("base", 0, "0.8300", "0.8200"), row("x", 0, "0.8000", "0.8100")]) + "\n")
+    md = screen.report(tsv)
+    assert "| base | (none) | 0,1 | 0.8300 / 0.8400 | 0.8350 ± 0.0071 | 96.2 % |" in md
+    assert "| x | (none) | 0 |" in md and "1 runs were repeated" in md and "1 of them gave the same" in md
