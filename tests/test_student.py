@@ -86,9 +86,10 @@ def test_dropout_sets_every_dropout_of_the_student(teacher):
         assert torch.equal(zero(input_ids=ids).logits, zero(input_ids=ids).logits)
         assert torch.allclose(zero(input_ids=ids).logits, zero.eval()(input_ids=ids).logits)
     assert teacher.config.hidden_dropout_prob == 0.1  # the teacher's own config is untouched
-    with pytest.raises(ConfigError) as err:
-        DistilStudent(dropout=1.0)
-    assert err.value.key == "dropout" and "[0, 1)" in err.value.message
+    for bad in (1.0, -0.1, "high", True):
+        with pytest.raises(ConfigError) as err:
+            DistilStudent(dropout=bad)
+        assert err.value.key == "dropout" and "[0, 1)" in err.value.message
 
 
 def test_scratch_student_shape(teacher):

@@ -68,7 +68,8 @@ class DistilStudent:
     tasks = ("classification", "causal_lm")
 
     def __init__(self, num_layers: int | None = None, layer_map: list[int] | None = None, dropout: float | None = None):
-        check(dropout is None or 0.0 <= dropout < 1.0, "dropout", f"must be in [0, 1) or null (the teacher's), got {dropout}")
+        check(dropout is None or (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0),
+              "dropout", f"must be in [0, 1) or null (the teacher's), got {dropout!r}")
         self.dropout = dropout
         if layer_map is not None:
             layer_map = list(layer_map)
