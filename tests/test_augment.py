@@ -95,8 +95,80 @@ def test_augment_in_pipeline_reuses_the_teacher_and_grows_only_the_training_stor
 
 @pytest.mark.parametrize("override, message", [("task.store_logits=false", r"augment.*task.store_logits=true"),
                                                ("task=causal_lm", r"augment.*not task=causal_lm")])
-def test_augment_it_cannot_label_is_one_clear_error_before_any_run(compose_cfg, override, message):
+@pytest.mark.parametrize("option", ["spans", "replace"])
+def test_augment_it_cannot_label_is_one_clear_error_before_any_run(compose_cfg, option, override, message):
     from distilkit.pipeline import Run
 
     with pytest.raises(ConfigError, match=message):
-        Run(compose_cfg("augment=spans", override), {})
+        Run(compose_cfg(f"augment={option}", override), {})
+
+
+# --- augment=replace: TinyBERT's word replacement by teacher-embedding neighbours ----------------------
+
+def _tokenizer_and_embeddings():
+    from transformers import BertTokenizerFast
+
+    clusters = [["good", "great", "fine"], ["bad", "awful", "terrible"], ["movie", "film"]]
+    words = [w for c in clusters for w in c]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", ",", "##s", *words]
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
+    torch.manual_seed(0)
+    emb = torch.randn(len(vocab), 8) * 0.01
+    for c, cluster in enumerate(clusters):  # each cluster along its own axis: neighbours are the cluster's words
+        for w in cluster:
+            emb[vocab.index(w), c] += 1.0
+    return tokenizer, emb, clusters
+
+
+def test_replace_neighbours_come_from_the_teachers_embeddings():
+    from distilkit.data.augment import WordReplaceAugment
+
+    tokenizer, emb, clusters = _tokenizer_and_embeddings()
+    texts = ["good movie , bad film", "great fine awful terrible"]
+    table = WordReplaceAugment(neighbours=2).neighbour_table(emb, tokenizer, texts)
+    for cluster in clusters[:2]:
+        for w in cluster:
+            assert set(table[w]) == set(cluster) - {w}, w
+    assert table["movie"][0] == "film" and table["film"][0] == "movie"
+    assert "," not in table and "," not in {n for ns in table.values() for n in ns}  # words only
+    # candidates=train: only words of the training text; all: any word of the vocabulary
+    narrow = WordReplaceAugment(neighbours=1).neighbour_table(emb, tokenizer, ["good bad"])
+    assert narrow == {"good": ["bad"], "bad": ["good"]}
+    wide = WordReplaceAugment(neighbours=1, candidates="all").neighbour_table(emb, tokenizer, ["good bad"])
+    assert wide["good"][0] in ("great", "fine") and wide["bad"][0] in ("awful", "terrible")
+
+
+def test_replace_variants_are_seeded_replace_words_only_and_drop_repeats():
+    from distilkit.data.augment import WordReplaceAugment
+
+    tokenizer, emb, _ = _tokenizer_and_embeddings()
+    texts = ["good movie , bad film", "good , good"]
+    aug = WordReplaceAugment(copies=6, p=1.0, neighbours=2, candidates="all", seed=1)
+    table = aug.neighbour_table(emb, tokenizer, texts)
+    out = aug.variants(texts, table)
+    assert out == WordReplaceAugment(copies=6, p=1.0, neighbours=2, candidates="all", seed=1).variants(texts, table)
+    assert out != WordReplaceAugment(copies=6, p=1.0, neighbours=2, candidates="all", seed=2).variants(texts, table)
+    assert len(out) == len(set(out)) and not set(out) & set(texts)
+    by_length = {len(t.split()): t.split() for t in texts}  # the two sentences differ in length
+    for variant in out:
+        words = variant.split()
+        for new, old in zip(words, by_length[len(words)]):
+            assert new == old == "," or new in table[old]  # p=1: every word replaced by one of its neighbours
+    # "good , good": 2 neighbours per word, so at most 4 distinct variants however many copies
+    assert 1 <= sum(1 for v in out if len(v.split()) == 3) <= 4
+    with pytest.raises(ConfigError, match="candidates"):
+        WordReplaceAugment(candidates="glove")
+    with pytest.raises(ConfigError, match="p"):
+        WordReplaceAugment(p=0)
+
+
+def test_replace_in_pipeline_adds_teacher_labelled_variants(compose_cfg, tmp_path):
+    from distilkit.pipeline import Run
+
+    run = Run(compose_cfg("augment=replace", "augment.copies=2", f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1"),
+              {"augment": "replace"})
+    metrics = run()
+    own, added = metrics["augment/train_rows_own"], metrics["augment/train_rows_added"]
+    assert own == 64 and own < added <= 2 * own and metrics["augment/words_replaceable"] > 0
+    train = run.data.encoded["train"]
+    assert len(train["teacher_logits"]) == own + added and (train["labels"] >= 0).all()

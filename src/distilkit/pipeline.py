@@ -256,7 +256,7 @@ class Run:
             with stage("teacher"):
                 teacher, tokenizer, teacher_key = self.teacher()
             with config_group("augment"):  # more training text, labelled by the teacher (distilkit.data.augment)
-                self.augment.apply(self.data)
+                self.augment.apply(self.data, teacher, tokenizer)
             with stage("teacher outputs"):
                 teacher_outputs = self.teacher_outputs(teacher, teacher_key)
             self.seed("student")
