@@ -87,8 +87,8 @@ WORD = re.compile(r"^[a-z]+$")  # candidate replacements: plain lowercase words,
 
 
 class WordReplaceAugment:
-    """``augment=replace``: ``copies`` variants of each training sentence in which every word that is one
-    token of the teacher's vocabulary is replaced, with probability ``p``, by one of its ``neighbours``
+    """``augment=replace``: ``copies`` variants of each training sentence in which every plain word (a-z) that
+    is one token of the teacher's vocabulary is replaced, with probability ``p``, by one of its ``neighbours``
     nearest words by cosine similarity of the teacher's input embeddings (``candidates``: ``train``, the
     words of the training text, so the replacements stay in a ``vocab=train`` vocabulary; ``all``: the
     whole vocabulary). Variants equal to their sentence or repeated are dropped; seeded."""
@@ -112,7 +112,7 @@ class WordReplaceAugment:
         pool = queries if self.candidates == "train" else sorted(t for t in vocab if WORD.match(t))
         if not queries or len(pool) < 2:
             return {}
-        unit = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
+        unit = torch.nn.functional.normalize(embeddings.detach().float().cpu(), dim=-1)
         pool_ids = torch.tensor([vocab[w] for w in pool])
         k = min(self.neighbours + 1, len(pool))
         table = {}
