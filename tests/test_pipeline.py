@@ -116,6 +116,8 @@ BAD_INPUTS = [
     (["student.num_layers=3"], "student.num_layers", "allowed 1..2"),
     (["student.layer_map=[0,5]"], "student.layer_map", "out of range"),
     (["student.dropout=-0.1"], "student.dropout", "[0, 1)"),
+    (["averaging=ema", "averaging.decay=1.0"], "averaging.decay", "(0, 1)"),
+    (["averaging=ema", "averaging.decay=fast"], "averaging.decay", "(0, 1)"),
     (["data=text_lines", "data.path=/nonexistent/dir"], "data.path", "missing"),
     (["data=sst2", "data.path=/nonexistent/dir"], "data.path", "missing"),
     (["pruner=magnitude", "pruner.sparsity=1.0"], "pruner.sparsity", "[0, 1)"),

@@ -38,10 +38,11 @@ from distilkit.training.logit_store import LogitStore
 from distilkit.training.teacher_cache import TeacherCache
 from distilkit.training.distributed import apply_hardware, check_hardware
 from distilkit.training.checkpoint import Checkpointing, ResumeState, resume_point
+from distilkit.training.averaging import NoAveraging
 from distilkit.training.compile import CompileStudent
 
 log = logging.getLogger(__name__)
-GROUPS = ("task", "data", "augment", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "hardware")
+GROUPS = ("task", "data", "augment", "teacher", "student", "loss", "quantizer", "pruner", "vocab", "averaging", "hardware")
 # Trainer settings that don't change what a fine-tuned teacher is (max_epochs is the teacher's own).
 NOT_IN_TEACHER_KEY = ("max_epochs", "enable_checkpointing", "enable_model_summary", "log_every_n_steps", "limit_val_batches")
 # Trainer keys added after teachers were cached: left out of the key at these values, so a key stays what it was.
@@ -91,6 +92,7 @@ class Run:
         self.augment = build_group(cfg, "augment")
         with config_group("augment"):
             self.augment.check(self.task, self.data)
+        self.averaging = build_group(cfg, "averaging") if "averaging" in cfg else NoAveraging()
         check_fuse(cfg.export.fuse)
         teacher_seed = cfg.get("teacher_seed")
         check(teacher_seed is None or is_int(teacher_seed), "teacher_seed",
@@ -215,7 +217,8 @@ class Run:
             compressors={"pruner": self.pruner, "quantizer": self.quantizer},
         )
         resume = ResumeState(getattr(self.data, "train_order", None))  # RNG and epoch order for an exact resume
-        callbacks = [*(instantiate(c) for c in self.cfg.get("callbacks", {}).values()), resume]
+        averaging = self.fresh("averaging") if "averaging" in self.cfg else NoAveraging()  # averaging=ema: the student deployed is the average
+        callbacks = [*(instantiate(c) for c in self.cfg.get("callbacks", {}).values()), averaging, resume]
         checkpoint = self.checkpointing.callback(self.resume.run_dir)
         callbacks += [checkpoint] if checkpoint is not None else []
         if self.cfg.hardware.get("compile"):

@@ -47,7 +47,7 @@ def run_name(choices: Mapping[str, str], overrides: Sequence[str], student_layer
     depth = f"[{student_layers}]" if student_layers else ""
     parts = [f"{choices.get('teacher', 'teacher')}→{choices.get('student', 'student')}{depth}", *by_group.pop("teacher", []),
              *by_group.pop("student", []), choices.get("loss", "loss"), *by_group.pop("loss", [])]
-    for group in ("quantizer", "pruner", "augment"):
+    for group in ("quantizer", "pruner", "augment", "averaging"):
         option = choices.get(group, DEFAULT_OFF)
         if option != DEFAULT_OFF:
             parts += [f"+{option}", *by_group.pop(group, [])]
