@@ -2,14 +2,16 @@
 
     python bench/budget_sst2.py                    # run the study (resumable: the same command goes on), then render
     python bench/budget_sst2.py --render           # markdown + PNG from the study and its MLflow runs, no training
+    python bench/budget_sst2.py --sweep budget_frontier --results bench/results/vnni --latency-ms 0.735 --size-mb 8.7 --root DIR
 
 The study is one plain `python -m train -m hydra/sweeper=optuna +sweep=budget ...` (the command is printed and
 written into the results): MiniLM-L6 teacher from ../shared, student epochs = trainer.max_epochs (3), fused
 ONNX (export.fuse=true, as the frontier rows), latency = onnxruntime batch 1 at full length (the budget's
 metric; the other timings are left out of each trial). Trials whose untrained copy is already over the budget
 are PRUNED before training (budget.precheck). The result is compared with the best row of
-bench/results/compress_sst2.json that meets the same budget (its in-session latency and its ONNX size).
-Results: bench/results/budget_sst2.{md,png}.
+RESULTS/compress_sst2.json that meets the same budget (its in-session latency and its ONNX size).
+``--sweep``: the sweep config (``budget``, or ``budget_frontier``, which also searches the loss and 7-bit int8);
+its study is named after it. Results: RESULTS/SWEEP_sst2.{md,png} (``--results``, default bench/results).
 """
 
 from __future__ import annotations
@@ -25,29 +27,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "bench" / "results"
-STUDY = "budget"
 
 
-def command(latency_ms: float, size_mb: float, trials: int, root: Path) -> list[str]:
-    return ["-m", "hydra/sweeper=optuna", "+sweep=budget", f"budget.latency_ms={latency_ms:g}", f"budget.size_mb={size_mb:g}",
+def command(sweep: str, latency_ms: float, size_mb: float, trials: int, root: Path) -> list[str]:
+    return ["-m", "hydra/sweeper=optuna", f"+sweep={sweep}", f"budget.latency_ms={latency_ms:g}", f"budget.size_mb={size_mb:g}",
             f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.sampler.seed=0", *([] if root == ROOT else [f"paths.root_dir={root}"]),
             "data=sst2", f"data.path={SHARED / 'data/sst2'}", "teacher=minilm", f"teacher.name_or_path={SHARED / 'models/all-MiniLM-L6-v2'}",
             "export.fuse=true", "hardware.measure.runtimes=[onnxruntime]", "hardware.measure.batch_sizes=[1]", "hardware.measure.lengths=[full]"]
 
 
-def frontier_rows(latency_ms: float, size_mb: float) -> list[tuple[str, dict]]:
-    """Rows of the compression bench within the budget (its ``budget_*`` rows left out), most accurate first (its session's b1 latency, ONNX MB)."""
-    path = RESULTS / "compress_sst2.json"
+def frontier_rows(results: Path, latency_ms: float, size_mb: float, own: str | None = "budget_") -> list[tuple[str, dict]]:
+    """Rows of the compression bench within the budget, most accurate first (its session's b1 latency, ONNX MB); rows named
+    ``own``* are left out (the ``budget`` study's own choice, retrained there: not a rival to that study)."""
+    path = results / "compress_sst2.json"
     if not path.is_file():
         return []
     rows = json.loads(path.read_text())["rows"]
-    ok = [(k, r) for k, r in rows.items() if not k.startswith("budget_")  # the search's own choice, retrained: not a rival
+    ok = [(k, r) for k, r in rows.items() if not (own and k.startswith(own))
           and r.get("session/ort_latency_b1_p50_ms", 1e9) <= latency_ms
           and r.get("deploy/onnx_size_mb", 1e9) <= size_mb and "deploy/onnx_dev_acc" in r]
     return sorted(ok, key=lambda kv: -kv[1]["deploy/onnx_dev_acc"])
 
 
-def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
+def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -58,20 +60,20 @@ def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     precheck_latency = PRECHECK + LATENCY.split("/", 1)[1]  # budget/precheck_ort_latency_b1_p50_ms
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{root}/optuna.db")
+    study = optuna.load_study(study_name=sweep, storage=f"sqlite:///{root}/optuna.db")
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string=f"tags.`{STUDY_TAG}` = '{STUDY}'", max_results=5000)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string=f"tags.`{STUDY_TAG}` = '{sweep}'", max_results=5000)
     by_trial = {int(r.data.tags[TRIAL_TAG]): r for r in runs if TRIAL_TAG in r.data.tags}
     best = best_trials(study)
     chosen = best[0] if best else None
     fmt = lambda v, f=".4f": "" if v is None else format(v, f)  # noqa: E731
     md = [f"# Budget search on SST-2: b1 latency ≤ {latency_ms:g} ms, ONNX ≤ {size_mb:g} MB", "",
-          f"Written by `python bench/budget_sst2.py` from study `{STUDY}` ({len(study.trials)} trials; `optuna.db`, `mlflow.db` in {'the checkout' if root == ROOT else f'`{root}`'}). The study, from the checkout:", "",
+          f"Written by `python bench/budget_sst2.py{'' if sweep == 'budget' else ' --sweep ' + sweep}` from study `{sweep}` ({len(study.trials)} trials; `optuna.db`, `mlflow.db` in {'the checkout' if root == ROOT else f'`{root}`'}). The study, from the checkout:", "",
           f"    python -m train {cmd}", "",
           f"Latency: deployed ONNX, onnxruntime, batch 1, 64 tokens, measured in each trial on this machine (2 threads; CPU: {cpu_description()}).",
           "PRUNED: the untrained copy was already over the budget (`budget.precheck`), so the trial did not train.", "",
-          "| trial | state | feasible | layers | hidden cut | heads cut | FFN cut | vocab | quantizer | T | alpha | dev acc | b1 ms | MB | precheck b1 ms | wall s |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| trial | state | feasible | layers | hidden cut | heads cut | FFN cut | vocab | quantizer | loss | T | alpha | dev acc | b1 ms | MB | precheck b1 ms | wall s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     walls = {"PRUNED": [], "COMPLETE": []}
     for t in study.trials:
         run = by_trial.get(t.number)
@@ -83,7 +85,7 @@ def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
         feasible = run.data.tags.get(FEASIBLE_TAG, "") if run else ""
         md.append(f"| {t.number}{' ★' if chosen and t.number == chosen.number else ''} | {t.state.name} | {feasible} | {p.get('student.num_layers', '')} | "
                   f"{fmt(p.get('pruner.hidden'), '.2f')} | {fmt(p.get('pruner.heads'), '.2f')} | {fmt(p.get('pruner.ffn'), '.2f')} | {p.get('vocab', '')} | "
-                  f"{p.get('quantizer', '')} | {fmt(p.get('loss.T'), '.2f')} | {fmt(p.get('loss.alpha'), '.2f')} | {fmt(m.get(ACC))} | "
+                  f"{p.get('quantizer', '')} | {p.get('loss', 'kd')} | {fmt(p.get('loss.T'), '.2f')} | {fmt(p.get('loss.alpha'), '.2f')} | {fmt(m.get(ACC))} | "
                   f"{fmt(m.get(LATENCY), '.2f')} | {fmt(m.get(SIZE), '.2f')} | {fmt(m.get(precheck_latency), '.2f')} | {fmt(wall, '.0f')} |")
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     md += ["", f"Trials: {sum(1 for t in study.trials if t.state.name == 'COMPLETE')} trained, {len(walls['PRUNED'])} pruned over budget before training "
@@ -97,7 +99,7 @@ def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
                    "on this shared machine. So the precheck (stop only when over by more than `budget.margin`) can let through a model that "
                    "the final measurement finds over (then recorded infeasible), or, near the bound, stop one that would have fit; the "
                    "trained model's measurement is always the constraint."]
-    frontier = frontier_rows(latency_ms, size_mb)
+    frontier = frontier_rows(results, latency_ms, size_mb, "budget_" if sweep == "budget" else None)
     if chosen is not None:
         run = by_trial[chosen.number]
         m = run.data.metrics
@@ -108,15 +110,16 @@ def render(root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
         if frontier:
             name, row = frontier[0]
             gap = 100 * (row["deploy/onnx_dev_acc"] - chosen.value)
-            md += ["", f"Best row of `bench/results/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
+            md += ["", f"Best row of `{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
                        f"{row['session/ort_latency_b1_p50_ms']:.2f} ms, {row['deploy/onnx_size_mb']:.2f} MB. The search's model is "
                        f"{abs(gap):.2f} pt {'below' if gap > 0 else 'above'} it (target: within 1 pt)."]
     rows = rows_of(runs)
-    plot(rows, str(RESULTS / "budget_sst2.png"), bounds={LATENCY: latency_ms, SIZE: size_mb},
+    name = f"{sweep}_sst2"
+    plot(rows, str(results / f"{name}.png"), bounds={LATENCY: latency_ms, SIZE: size_mb},
          chosen=by_trial[chosen.number].info.run_id if chosen else None)
-    md += ["", "![accuracy vs latency and size, budget lines, chosen model starred](budget_sst2.png)"]
+    md += ["", f"![accuracy vs latency and size, budget lines, chosen model starred]({name}.png)"]
     text = "\n".join(md) + "\n"
-    (RESULTS / "budget_sst2.md").write_text(text)
+    (results / f"{name}.md").write_text(text)
     return text
 
 
@@ -127,12 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=24, help="the study's total (hydra.sweeper.n_trials)")
     parser.add_argument("--root", type=Path, default=ROOT, help="paths.root_dir: where optuna.db and mlflow.db are")
     parser.add_argument("--render", action="store_true", help="only write the markdown and PNG")
+    parser.add_argument("--sweep", default="budget", help="the sweep config (sweeps/sweep/NAME.yaml) and its study's name")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where compress_sst2.json is read and SWEEP_sst2.{md,png} written")
     args = parser.parse_args(argv)
-    cmd = command(args.latency_ms, args.size_mb, args.trials, args.root.resolve())
+    cmd = command(args.sweep, args.latency_ms, args.size_mb, args.trials, args.root.resolve())
     if not args.render:
         subprocess.run([sys.executable, "-m", "train", *cmd], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     shown = " ".join(c.replace(str(SHARED), "../shared") for c in cmd)  # run from the checkout (cwd ROOT)
-    print(render(args.root.resolve(), args.latency_ms, args.size_mb, shown))
+    print(render(args.sweep, args.results.resolve(), args.root.resolve(), args.latency_ms, args.size_mb, shown))
 
 
 if __name__ == "__main__":

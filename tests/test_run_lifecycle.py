@@ -31,6 +31,8 @@ def test_run_name_says_what_differs_from_the_defaults():
              "loss.alpha=0.8917730007820798", "quantizer=qat_int8"]
     assert run_name(choices, swept, 3) == "sst2: minilm→distil[3] kd T=3.709 a=0.8918 +qat_int8"  # sampler floats shortened
     assert run_name(choices, ["student.num_layers=2"], None) == "sst2: minilm→distil L=2 kd +qat_int8"  # no depth shown: keep L
+    averaged = run_name({**choices, "averaging": "ema"}, ["averaging=ema", "averaging.decay=0.995"], 3)
+    assert averaged == "sst2: minilm→distil[3] kd +qat_int8 +ema decay=0.995"
 
 
 def test_run_has_its_name_and_command_line(compose_cfg, shared_cache_dir, tmp_path):

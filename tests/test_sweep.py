@@ -231,3 +231,24 @@ def test_budget_page_draws_each_frontier_the_budget_lines_and_the_chosen_model()
     step = [line for line in latency.lines if line.get_label() == "frontier"][0]
     assert list(step.get_xdata()) == [1.0, 2.0, 5.0]  # every run is on the latency frontier here
     plt.close(fig)
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (ROOT / "sweeps" / "sweep").glob("*.yaml")))
+def test_every_sweep_config_composes_with_each_of_its_group_choices(sweep, compose_cfg):
+    """Each ``+sweep=NAME`` composes, and every option its space chooses for a whole group (``quantizer: choice(...)``)
+    is an option that composes and builds with it: a trial can't fail on a name the space offers."""
+    from hydra import compose
+    from hydra.utils import instantiate
+
+    hydra_cfg = compose(config_name="config", overrides=["hydra/sweeper=optuna", f"+sweep={sweep}"], return_hydra_config=True)
+    assert hydra_cfg.hydra.sweeper.study_name == sweep
+    space, _ = parse(OmegaConf.to_container(hydra_cfg.hydra.sweeper.params, resolve=True), [], hydra_cfg)
+    groups = {key: dist.choices for key, dist in space.items() if "." not in key and isinstance(dist, CategoricalDistribution)}
+    for group, options in groups.items():
+        for option in options:
+            cfg = compose_cfg("hydra/sweeper=optuna", f"+sweep={sweep}", f"{group}={option}")
+            assert instantiate(cfg[group]) is not None, (group, option)
+    if sweep == "budget_frontier":
+        assert groups == {"vocab": ("full", "train"), "quantizer": ("none", "qat_int8", "qat_int8_rr"), "loss": ("kd", "intermediate")}
+        rr = instantiate(compose_cfg("hydra/sweeper=optuna", f"+sweep={sweep}", "quantizer=qat_int8_rr").quantizer)
+        assert rr.reduce_range is True and type(rr).__name__ == "QATInt8Quantizer"
