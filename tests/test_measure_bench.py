@@ -75,3 +75,16 @@ def test_frontier_screen_report_counts_a_repeated_run_once(tmp_path):
     md = screen.report(tsv)
     assert "| base | (none) | 0,1 | 0.8300 / 0.8400 | 0.8350 ± 0.0071 | 96.2 % |" in md
     assert "| x | (none) | 0 |" in md and "1 runs were repeated" in md and "1 of them gave the same" in md
+
+
+def test_op_profile_sums_kernel_time_by_operator_type(tmp_path):
+    spec = importlib.util.spec_from_file_location("op_profile", ROOT / "bench" / "op_profile.py")
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    per_op = profile.profile(tiny_onnx(tmp_path / "tiny.onnx"), threads=1, calls=20, batch=2, tmp=tmp_path)
+    ops = {op for op in per_op if not op.startswith("(")}
+    assert ops <= {"Mul", "ReduceSum", "Concat", "Cast"} and {"Mul", "ReduceSum"} <= ops  # the graph's own nodes, nothing else
+    assert all(v > 0 for v in per_op.values())
+    assert per_op["(run total)"] >= sum(per_op[op] for op in ops)  # a run holds its nodes
+    assert [profile.group_of(op) for op in ("MatMulIntegerToFloat", "DynamicQuantizeLinear", "MultiHeadAttention", "SkipLayerNormalization")] == [
+        "GEMM", "quantize", "attention", "other"]
