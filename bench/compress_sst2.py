@@ -101,6 +101,11 @@ ROWS |= {  # the int8 rows again with reduce_range, and the budget model with it
     "budget_best_rr_intermediate": [*BUDGET_BEST, REDUCE_RANGE, "loss=intermediate", "trainer.max_epochs=3"],
 }
 ROWS |= {f"budget_best_rr_intermediate_seed{s}": [*ROWS["budget_best_rr_intermediate"], f"seed={s}"] for s in (1, 2)}  # seed noise
+ROWS |= {  # the +sweep=budget_frontier study's choice on the VNNI host (bench/results/vnni/budget_frontier_sst2.md, trial 18)
+    "budget_frontier_best": ["student.num_layers=1", "vocab=full", "pruner=width", "pruner.hidden=0.5400537552071392",
+                             "pruner.heads=0.42661918827158063", "pruner.ffn=0.1543868119417483", "quantizer=qat_int8_rr",
+                             "loss.T=1.9548114540218138", "loss.alpha=0.5035281100689694", "export.fuse=true", "trainer.max_epochs=3"],
+}
 TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-test the rows in minutes
     "data=synthetic", "data.num_train=256", "data.num_dev=64", "data.num_test=64", "data.max_length=32",
     "teacher=scratch", "teacher.num_layers=4", "teacher.hidden_size=64", "teacher.num_attention_heads=4",

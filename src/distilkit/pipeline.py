@@ -92,7 +92,8 @@ class Run:
         self.augment = build_group(cfg, "augment")
         with config_group("augment"):
             self.augment.check(self.task, self.data)
-        self.averaging = build_group(cfg, "averaging") if "averaging" in cfg else NoAveraging()
+        if "averaging" in cfg:
+            build_group(cfg, "averaging")  # a bad averaging.decay fails here, before any run; fit builds its own
         check_fuse(cfg.export.fuse)
         teacher_seed = cfg.get("teacher_seed")
         check(teacher_seed is None or is_int(teacher_seed), "teacher_seed",
