@@ -6,7 +6,8 @@
 The frontier rows (issue 8) add each lever alone and combined: ``depth_2``, ``vocab`` (``vocab=train``),
 ``width`` (``pruner=width``), ``fused_*`` (``export.fuse=true``), ``ptq_static``, and ``frontier`` /
 ``frontier_static`` (depth 2 + vocab + width 50 % + int8 + fused), then ``budget_best`` (the SST-2 budget search's
-chosen model, ``bench/budget_sst2.py``) trained 3 and 10 epochs. The teacher is timed plain and fused
+chosen model, ``bench/budget_sst2.py``) trained 3 and 10 epochs, and ``budget_frontier_best`` (the choice of
+``+sweep=budget_frontier`` on the AVX-512 VNNI host). The teacher is timed plain and fused
 (``teacher_fused``), with speed-ups against both. Real-length cells use the teacher's tokenization of
 the dev set for every row, ids clamped below the smallest vocabulary (latency depends on shapes).
 

@@ -3,7 +3,8 @@
     PYTHONPATH=src python bench/op_profile.py [--calls 200] [--threads 2] [--name op_profile] [MODEL.onnx ...]
 
 Default models: the compression bench's 3-layer MiniLM students on this CPU kind
-(``bench/results/vnni/onnx/``: ``distil_fp32``, ``qat_int8_rr`` and their ``export.fuse`` versions). Each
+(``bench/results/vnni/onnx/``: ``distil_fp32``, ``qat_int8_rr`` and their ``export.fuse`` versions, kept there, not
+committed, by the README's ``python bench/compress_sst2.py --results bench/results/vnni ...`` command). Each
 model gets its own session (2 intra-op threads, ``allow_spinning=0``, all graph optimizations) with
 onnxruntime's profiler on; after warm-up, ``--calls`` calls at batch 1 and ``--calls / 8`` at batch 32 of
 random token ids, full length (64 tokens, the latency tables' setting). The profile's per-node kernel
