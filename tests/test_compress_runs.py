@@ -19,7 +19,7 @@ from distilkit.prune import count_nonzero
 from distilkit.training.module import DistillModule
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-RUNS = {"pruner": ["magnitude", "heads", "ffn", "width"], "quantizer": ["ptq_dynamic", "qat_int8", "qat_int4", "ptq_static"]}  # one test each below (width: tests/test_vocab.py; ptq_static: tests/test_quantize_static.py)
+RUNS = {"pruner": ["magnitude", "heads", "ffn", "width"], "quantizer": ["ptq_dynamic", "qat_int8", "qat_int8_rr", "qat_int4", "ptq_static"]}  # one test each below (width: tests/test_vocab.py; ptq_static: tests/test_quantize_static.py)
 
 
 def test_every_compressor_option_has_a_short_run():
@@ -119,6 +119,23 @@ def test_heads_removed_then_qat_int8_trained_and_deployed_with_parity(short_run)
     assert metrics["deploy/onnx_size_mb"] < metrics["student/onnx_size_mb"]
     assert abs(metrics["deploy/onnx_dev_acc"] - metrics["student/dev_acc"]) * 100 == pytest.approx(metrics["deploy/onnx_acc_gap_dev_pt"])
     assert metrics["deploy/ort_latency_b1_p50_ms"] > 0
+
+
+def test_qat_int8_rr_trains_and_deploys_7_bit_weights(short_run):
+    """quantizer=qat_int8_rr is qat_int8 with reduce_range=true: the student trains on the 7-bit grid and deploys it."""
+    from distilkit.quantize.fake_quant import int8_fake_quant
+    from distilkit.quantize.qat import QATLinear
+
+    metrics, seen = short_run("quantizer=qat_int8_rr")
+    assert seen["cfg"].quantizer.reduce_range is True
+    linears = {n: m for n, m in seen["trained"].named_modules() if isinstance(m, QATLinear) and ".encoder." in n}
+    assert linears
+    for name, linear in linears.items():
+        fake = linear.weight_fq(linear.weight).detach()
+        assert torch.equal(fake, int8_fake_quant(linear.weight, reduce_range=True)), name
+        assert not torch.equal(fake, int8_fake_quant(linear.weight)), name
+    assert trained_after_prepare(seen) and fake_quant_active(seen)
+    assert metrics["deploy/parity_pass"] == 1.0 and seen["converted"].precision == "int8" and metrics["deploy/bits"] == 8
 
 
 def test_ffn_removed_then_qat_int4(short_run):
