@@ -4,7 +4,9 @@
 hidden_size=0, opt_level=0)`` rewrites the graph offline with fused contrib operators: LayerNorm
 subgraphs -> ``LayerNormalization``, residual Add + LayerNorm -> ``SkipLayerNormalization``, bias +
 GELU -> ``BiasGelu``/``FastGelu``, and (where the pattern matches) attention -> ``Attention``
-(``opt_level=0``: only these fusions; the session's own ``ORT_ENABLE_ALL`` still runs on top).
+(``opt_level=0``: only these fusions; the session's own ``ORT_ENABLE_ALL`` still runs on top). Then every
+``SkipLayerNormalization`` is split again into ``Sum`` + ``LayerNormalization``
+(:mod:`distilkit.export.skip_layernorm`: onnxruntime's CPU kernel for it is the slower of the two).
 ``num_heads=0, hidden_size=0`` let it read the sizes from the graph (pruned layers differ).
 
 The pipeline fuses the files it times and deploys *after* quantization (the quantizers select
@@ -24,9 +26,11 @@ from pathlib import Path
 
 from distilkit.errors import check_bool
 from distilkit.export.onnx import atomic_output
+from distilkit.export.skip_layernorm import split_skip_layernorm
 from distilkit.quantize.onnx_graph import quiet_ort_logging
 
 SUFFIX = ".fused.onnx"
+VERSION = 2  # of the graph fuse_onnx writes (2: SkipLayerNormalization split); cached fused files carry it in their name
 
 
 def fused_path(path: Path) -> Path:
@@ -35,12 +39,20 @@ def fused_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".onnx") + SUFFIX)
 
 
+def cached_fused_path(path: Path) -> Path:
+    """Where a cache keeps ``path``'s fused graph: ``teacher.onnx`` -> ``teacher.v2.fused.onnx`` (:data:`VERSION`),
+    so a file fused by an earlier version of this pass is never timed against one fused by this one."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".onnx") + f".v{VERSION}" + SUFFIX)
+
+
 def fuse_onnx(path: Path, out_path: Path | None = None) -> Path:
     """Write the fused graph of ``path`` to ``out_path`` (default :func:`fused_path`), atomically."""
     with quiet_ort_logging():
         from onnxruntime.transformers.optimizer import optimize_model
 
         model = optimize_model(str(path), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
+    split_skip_layernorm(model.model)
     out_path = Path(out_path or fused_path(path))
     with atomic_output(out_path) as tmp:
         model.save_model_to_file(str(tmp))

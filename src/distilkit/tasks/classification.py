@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification
 
 from distilkit.data.module import SPLITS
 from distilkit.errors import check, check_bool, config_group
-from distilkit.export.fuse import check_fuse, fuse_all, fused_path
+from distilkit.export.fuse import cached_fused_path, check_fuse, fuse_onnx
 from distilkit.export.onnx import export_onnx
 from distilkit.hashing import key_of
 from distilkit.losses import CrossEntropy
@@ -96,10 +96,10 @@ class Classification(Task):
         fuse = check_fuse(run.cfg.export.fuse if fuse is None else fuse)
         name = f"{teacher_key}-{run.data.max_length}" + (".mha.onnx" if fuse else ".onnx")  # .mha: attention fused at export
         path = Path(run.cfg.paths.cache_dir) / "teacher_onnx" / name
-        if fuse and fused_path(path).is_file():
-            return fused_path(path)
+        if fuse and cached_fused_path(path).is_file():
+            return cached_fused_path(path)
         path = path if path.is_file() else export_onnx(teacher, path, run.data.max_length, fuse_attention=fuse)
-        return fuse_all(fuse, path)[0]
+        return fuse_onnx(path, cached_fused_path(path)) if fuse else path
 
     def predict(self, run, trained) -> dict[str, torch.Tensor]:
         return {split: predict_logits(trained, run.data.inputs(split)) for split in ("dev", "test")}
