@@ -64,6 +64,22 @@ def test_session_interleaves_and_takes_more_samples_of_fast_models():
     assert switches >= 2 * 20  # at least two model changes per round
 
 
+def test_every_timed_call_follows_the_pause():
+    """A fast model takes several samples a round; each is still timed after the settle pause, as the slow model's
+    single sample is (back to back, its calls would run warm: its latency would depend on min_time_s)."""
+    clock = FakeClock()
+    session = TimingSession(ONE_BATCH, threads=1, warmup=2, clock=clock, settle_s=0.001, sleep=lambda s: clock.log.append(f"pause {s}"),
+                            min_samples=10, min_time_s=0.05)
+    for role, cost in (("slow", 5), ("fast", 0.5)):
+        session.add_call(role, "torch", clock.make_call(role, cost))
+    timings = session.run()
+    n = {role: timings.results[(role, "torch", "full", 1)].samples for role in ("slow", "fast")}
+    assert n["fast"] >= 100 > n["slow"] * 5  # the fast model's rounds hold several samples
+    timed = clock.log[2 * 2:]
+    assert len(timed) == 2 * sum(n.values())
+    assert timed[0::2] == ["pause 0.001"] * sum(n.values()) and "pause 0.001" not in timed[1::2]
+
+
 def test_session_stops_at_max_samples_and_reports_exact_percentiles():
     clock = FakeClock()
     costs = iter([1.0] * 2 + [float(i % 100 + 1) for i in range(1000)])  # warm-up 1 ms, then 1..100 ms repeating

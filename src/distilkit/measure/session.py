@@ -5,8 +5,13 @@ every registration is timed on every input set (length mode x batch size). :meth
 sets torch's threads and builds onnxruntime sessions with the same intra-op thread count (inter-op 1,
 no spin-waiting, so sessions timed side by side don't keep cores busy between calls), warms every
 entry, then goes round after round over all entries in a fresh random order; in each round an entry
-takes a small block of samples (one timed call each), after an untimed 1 ms pause (torch's OpenMP
-workers spin-wait a little after each parallel region; the pause keeps that off the next entry's clock). An entry is done when it has ``min_samples``
+takes a small block of samples (one timed call each), each call after an untimed 1 ms pause (torch's OpenMP
+workers spin-wait a little after each parallel region; the pause keeps that off the next call's clock). The pause
+comes before every timed call, not once a block, so every call is timed alike, as a lone request on an idle
+machine: without it, calls back to back run on warm caches and awake threads, and a fast model's latency
+would depend on how many calls its blocks hold, i.e. on ``min_time_s`` and on which models share the
+session (measured on the 1-layer SST-2 frontier model at batch 1: 0.60 ms with a pause before each call,
+0.36 ms back to back; a 6-layer teacher's 6.7 ms hardly moves: ``bench/skip_layernorm.py --settle-s``). An entry is done when it has ``min_samples``
 samples and ``min_time_s`` seconds of timed calls (or ``max_samples``); the samples each entry needs
 are planned from its warm-up speed and spread evenly over the rounds, so fast entries take their extra
 samples across the whole session, not after the slow ones finished. Every entry at the same length mode and batch size sees the same
@@ -159,6 +164,7 @@ class TimingSession:
         seed: int = 0,
         settle_s: float = 0.001,
         clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         if not inputs or any(not batches for batches in inputs.values()):
             raise ValueError("every input set needs at least one batch")
@@ -171,8 +177,9 @@ class TimingSession:
         self.device = device
         self.runtimes = tuple(runtimes)
         self.rng = random.Random(seed)
-        self.settle_s = settle_s  # untimed pause before each block: the previous runtime's spinning workers go idle
+        self.settle_s = settle_s  # untimed pause before each timed call: spinning workers (this entry's or the previous one's) go idle
         self.clock = clock
+        self.sleep = sleep
         self.models: list[_Model] = []
         self.ort_threads: list[int] = []
 
@@ -268,9 +275,9 @@ class TimingSession:
             while active:
                 self.rng.shuffle(active)
                 for entry in active:  # this round's share of its planned samples; one a round past the plan
-                    time.sleep(self.settle_s)
                     share = math.ceil((r + 1) * entry.need / rounds) - len(entry.times) if r < rounds else 1
                     for _ in range(max(1, share)):
+                        self.sleep(self.settle_s)  # before every timed call: each is timed as a lone request's
                         self._time(entry)
                 active, r = [e for e in active if not self._done(e)], r + 1
         finally:
