@@ -61,8 +61,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-samples", type=int, default=200)
     parser.add_argument("--min-time-s", type=float, default=2.0)
-    parser.add_argument("--settle-s", type=float, default=0.001, help="untimed pause before each timed call (the product's "
-                        "TimingSession default: every call timed as a lone request's); 0: calls back to back, warm")
+    parser.add_argument("--rewarm-ms", type=float, default=2.0, help="untimed calls before each block of timed calls (TimingSession."
+                        "rewarm_ms, the product's default 2); 0: a block's first call runs cold, after the other models")
     parser.add_argument("--pairs", default=PAIRS, help="A:B,... latency of A over B under each variant (models by file stem)")
     parser.add_argument("--dev", type=Path, default=KEPT / "dev_inputs.pt")
     args = parser.parse_args()
@@ -73,7 +73,7 @@ def main() -> None:
     full = lambda rows: {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows])}  # noqa: E731
     inputs = {("full", 1): [full(slice(i, i + 1)) for i in range(64)], ("full", 32): [full(slice(i, i + 32)) for i in range(0, 256, 32)]}
     session = TimingSession(inputs, threads=args.threads, min_samples=args.min_samples, min_time_s=args.min_time_s, runtimes=("onnxruntime",),
-                            settle_s=args.settle_s)
+                            rewarm_ms=args.rewarm_ms)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for path, name in zip(args.models, names):
@@ -100,11 +100,12 @@ def main() -> None:
         a, b = pair.split(":")
         if a in rows and b in rows:
             pairs[pair] = {f"{v}_b{n}": rows[a][f"{v}_b{n}_p50_ms"] / rows[b][f"{v}_b{n}_p50_ms"] for n in (1, 32) for v in VARIANTS}
-    pause = f"a {args.settle_s * 1000:g} ms pause before each timed call" if args.settle_s else "calls back to back (no pause)"
+    pause = f"{args.rewarm_ms:g} ms of untimed calls before each block of timed calls" if args.rewarm_ms else "no re-warm before a block"
     setup = (f"onnxruntime {onnxruntime.__version__}, {args.threads} intra-op threads (no spinning), one interleaved session, {pause}, "
              f">= {args.min_samples} samples and >= {args.min_time_s:g} s per cell, full length (64 tokens); CPU: {cpu_description()}")
     command = "PYTHONPATH=src python bench/skip_layernorm.py" + (f" --name {args.name}" if args.name != "vnni/skip_layernorm" else "") + (
-        f" --settle-s {args.settle_s:g}" if args.settle_s != 0.001 else "")
+        f" --rewarm-ms {args.rewarm_ms:g}" if args.rewarm_ms != 2.0 else "") + (
+        f" --min-samples {args.min_samples} --min-time-s {args.min_time_s:g}" if (args.min_samples, args.min_time_s) != (200, 2.0) else "")
     lines = [f"`{command}`", "", setup, "",
              "| model | SkipLN nodes (skip / split) | b1 ms skip | b1 ms split | b1 × | b32 ms skip | b32 ms split | b32 × | max abs logit diff | argmax agree |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -40,7 +40,7 @@ class FakeClock:
 
 
 def fake_session(clock: FakeClock, costs: dict[tuple[str, str], float], inputs=ONE_BATCH, **kwargs) -> TimingSession:
-    session = TimingSession(inputs, threads=1, warmup=2, clock=clock, settle_s=0, **kwargs)
+    session = TimingSession(inputs, threads=1, warmup=2, clock=clock, settle_s=0, **({"rewarm_ms": 0} | kwargs))
     for (role, runtime), cost in costs.items():
         session.add_call(role, runtime, clock.make_call(role, cost))
     return session
@@ -64,20 +64,42 @@ def test_session_interleaves_and_takes_more_samples_of_fast_models():
     assert switches >= 2 * 20  # at least two model changes per round
 
 
-def test_every_timed_call_follows_the_pause():
-    """A fast model takes several samples a round; each is still timed after the settle pause, as the slow model's
-    single sample is (back to back, its calls would run warm: its latency would depend on min_time_s)."""
-    clock = FakeClock()
-    session = TimingSession(ONE_BATCH, threads=1, warmup=2, clock=clock, settle_s=0.001, sleep=lambda s: clock.log.append(f"pause {s}"),
-                            min_samples=10, min_time_s=0.05)
-    for role, cost in (("slow", 5), ("fast", 0.5)):
-        session.add_call(role, "torch", clock.make_call(role, cost))
-    timings = session.run()
-    n = {role: timings.results[(role, "torch", "full", 1)].samples for role in ("slow", "fast")}
-    assert n["fast"] >= 100 > n["slow"] * 5  # the fast model's rounds hold several samples
-    timed = clock.log[2 * 2:]
-    assert len(timed) == 2 * sum(n.values())
-    assert timed[0::2] == ["pause 0.001"] * sum(n.values()) and "pause 0.001" not in timed[1::2]
+class ColdClock(FakeClock):
+    """A call costs ``cost_ms``, or ``cold_ms`` when the call before it was another model's (or a pause came between):
+    the caches and threads a small model loses to its neighbours in the session."""
+
+    def make_call(self, role: str, cost_ms: float, cold_ms: float = 0.0):
+        def make(batch):
+            def call():
+                cold = not self.log or self.log[-1] != role
+                self.log.append(role)
+                self.now += (cold_ms if cold else cost_ms) / 1000
+
+            return call
+
+        return make
+
+
+def small_latency(rewarm_ms: float, min_time_s: float) -> tuple[Latency, int]:
+    """The small model's latency in a session with a big one, and how many calls it got in all."""
+    clock = ColdClock()
+    session = TimingSession(ONE_BATCH, threads=1, warmup=2, clock=clock, settle_s=0.001, rewarm_ms=rewarm_ms,
+                            sleep=lambda s: clock.log.append("pause"), min_samples=10, min_time_s=min_time_s)
+    session.add_call("big", "torch", clock.make_call("big", 5, cold_ms=6))
+    session.add_call("small", "torch", clock.make_call("small", 0.2, cold_ms=0.6))
+    return session.run().results[("small", "torch", "full", 1)], clock.log.count("small")
+
+
+def test_every_timed_call_runs_warm_whatever_the_block():
+    """One-call blocks (min_time_s 0) or longer ones: with the re-warm no timed call is a cold one, so the small
+    model's latency is its warm cost either way; without it, its latency depends on min_time_s."""
+    for min_time_s in (0, 0.05):
+        small, calls = small_latency(0.5, min_time_s)
+        assert small.p50_ms == pytest.approx(0.2) and small.p95_ms == pytest.approx(0.2)
+        assert calls > small.samples + 2  # the re-warm's untimed calls
+    one_call_blocks, _ = small_latency(0, 0)
+    longer_blocks, _ = small_latency(0, 0.05)
+    assert one_call_blocks.p50_ms == pytest.approx(0.6) and longer_blocks.p50_ms == pytest.approx(0.2)
 
 
 def test_session_stops_at_max_samples_and_reports_exact_percentiles():
@@ -201,7 +223,8 @@ def test_cpu_only_model_cannot_be_timed_on_cuda():
     "kwargs,key",
     [({"lengths": ["short"]}, "measure.lengths"), ({"lengths": []}, "measure.lengths"), ({"threads": 0}, "measure.threads"),
      ({"min_samples": 0}, "measure.min_samples"), ({"min_samples": 100, "max_samples": 50}, "measure.max_samples"),
-     ({"device": "tpu"}, "measure.device"), ({"warmup": 0}, "measure.warmup")],
+     ({"device": "tpu"}, "measure.device"), ({"warmup": 0}, "measure.warmup"),
+     ({"rewarm_ms": -1}, "measure.rewarm_ms"), ({"rewarm_ms": "2ms"}, "measure.rewarm_ms")],
 )
 def test_bad_measure_spec_names_key(kwargs, key):
     with pytest.raises(ConfigError) as err:

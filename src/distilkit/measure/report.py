@@ -35,7 +35,8 @@ class MeasureSpec:
     onnxruntime and models with CPU-only kernels are always timed on the CPU), ``threads`` for torch and
     onnxruntime alike (None: the physical core count), ``batch_sizes``, ``lengths`` (``full``: ``seq_len``
     tokens, all-ones mask; ``real``: the dev set's own lengths), ``seq_len`` (None: the data's
-    ``max_length``), ``warmup`` calls per entry, then at least ``min_samples`` timed calls per entry and
+    ``max_length``), ``warmup`` calls per entry, ``rewarm_ms`` of untimed calls before each block of timed calls
+    (:class:`~distilkit.measure.session.TimingSession`), then at least ``min_samples`` timed calls per entry and
     at least ``min_time_s`` seconds of them (fast models take more samples), at most ``max_samples``."""
 
     runtimes: list[str] = field(default_factory=lambda: list(RUNTIMES))
@@ -45,6 +46,7 @@ class MeasureSpec:
     lengths: list[str] = field(default_factory=lambda: list(LENGTHS))
     seq_len: int | None = None
     warmup: int = 5
+    rewarm_ms: float = 2.0
     min_samples: int = 100
     min_time_s: float = 1.0
     max_samples: int = 5000
@@ -61,6 +63,8 @@ class MeasureSpec:
         check(bool(self.lengths) and not bad, "measure.lengths", f"{bad or self.lengths} not allowed; choose one or more of {list(LENGTHS)}")
         check(self.seq_len is None or self.seq_len >= 1, "measure.seq_len", f"must be >= 1 or null (data.max_length), got {self.seq_len}")
         check(self.warmup >= 1, "measure.warmup", f"must be >= 1, got {self.warmup}")
+        check(isinstance(self.rewarm_ms, (int, float)) and not isinstance(self.rewarm_ms, bool) and self.rewarm_ms >= 0, "measure.rewarm_ms",
+              f"must be a number >= 0 (ms of untimed calls before each block of timed calls), got {self.rewarm_ms!r}")
         check(self.min_samples >= 1, "measure.min_samples", f"must be >= 1 (100 or more for a real p95), got {self.min_samples}")
         check(self.min_time_s >= 0, "measure.min_time_s", f"must be >= 0, got {self.min_time_s}")
         check(self.max_samples >= self.min_samples, "measure.max_samples", f"must be >= min_samples ({self.min_samples}), got {self.max_samples}")
@@ -76,7 +80,7 @@ class MeasureSpec:
                 else:
                     inputs[(lengths, b)] = list(real_batches(dev_inputs["input_ids"], dev_inputs["attention_mask"], b))
         return TimingSession(
-            inputs, threads=self.threads or physical_cores(), warmup=self.warmup, min_samples=self.min_samples,
+            inputs, threads=self.threads or physical_cores(), warmup=self.warmup, rewarm_ms=self.rewarm_ms, min_samples=self.min_samples,
             min_time_s=self.min_time_s, max_samples=self.max_samples, device=self.device, runtimes=self.runtimes,
         )
 

@@ -5,13 +5,13 @@ every registration is timed on every input set (length mode x batch size). :meth
 sets torch's threads and builds onnxruntime sessions with the same intra-op thread count (inter-op 1,
 no spin-waiting, so sessions timed side by side don't keep cores busy between calls), warms every
 entry, then goes round after round over all entries in a fresh random order; in each round an entry
-takes a small block of samples (one timed call each), each call after an untimed 1 ms pause (torch's OpenMP
-workers spin-wait a little after each parallel region; the pause keeps that off the next call's clock). The pause
-comes before every timed call, not once a block, so every call is timed alike, as a lone request on an idle
-machine: without it, calls back to back run on warm caches and awake threads, and a fast model's latency
-would depend on how many calls its blocks hold, i.e. on ``min_time_s`` and on which models share the
-session (measured on the 1-layer SST-2 frontier model at batch 1: 0.60 ms with a pause before each call,
-0.36 ms back to back; a 6-layer teacher's 6.7 ms hardly moves: ``bench/skip_layernorm.py --settle-s``). An entry is done when it has ``min_samples``
+takes a small block of samples (one timed call each), after an untimed 1 ms pause (torch's OpenMP
+workers spin-wait a little after each parallel region; the pause keeps that off the next entry's clock) and
+``rewarm_ms`` (2 ms) of untimed calls of the entry itself. So every timed call runs warm, as in back-to-back
+serving, however many calls its block holds: without the re-warm, the first call after another model ran pays
+for refilling the caches and waking the threads, which for a small model is a large part of its time (the 1-layer
+SST-2 model of the budget search at batch 1: ``bench/skip_layernorm.py``), and a fast model's latency then
+depended on how many calls its blocks held, i.e. on ``min_time_s`` and on the other models in the session. An entry is done when it has ``min_samples``
 samples and ``min_time_s`` seconds of timed calls (or ``max_samples``); the samples each entry needs
 are planned from its warm-up speed and spread evenly over the rounds, so fast entries take their extra
 samples across the whole session, not after the slow ones finished. Every entry at the same length mode and batch size sees the same
@@ -163,6 +163,7 @@ class TimingSession:
         runtimes: tuple[str, ...] | list[str] = ("torch", "onnxruntime"),
         seed: int = 0,
         settle_s: float = 0.001,
+        rewarm_ms: float = 2.0,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -177,7 +178,8 @@ class TimingSession:
         self.device = device
         self.runtimes = tuple(runtimes)
         self.rng = random.Random(seed)
-        self.settle_s = settle_s  # untimed pause before each timed call: spinning workers (this entry's or the previous one's) go idle
+        self.settle_s = settle_s  # untimed pause before each block: the previous runtime's spinning workers go idle
+        self.rewarm_ms = rewarm_ms  # untimed calls before each block, until this much time: its timed calls run warm
         self.clock = clock
         self.sleep = sleep
         self.models: list[_Model] = []
@@ -241,6 +243,18 @@ class TimingSession:
         call()
         entry.times.append((self.clock() - start) * 1000)
 
+    def _rewarm(self, entry: _Entry) -> None:
+        """Untimed calls of ``entry`` (on the batches before its next one) until ``rewarm_ms`` have passed, at least one
+        unless ``rewarm_ms`` is 0: after the other entries ran, its weights are back in the caches and its threads awake."""
+        if self.rewarm_ms <= 0:
+            return
+        start, i = self.clock(), 0
+        while True:
+            i += 1
+            entry.calls[(len(entry.times) - i) % len(entry.calls)]()
+            if (self.clock() - start) * 1000 >= self.rewarm_ms:
+                return
+
     def _done(self, entry: _Entry) -> bool:
         n = len(entry.times)
         return n >= self.max_samples or (n >= self.min_samples and sum(entry.times) >= 1000 * self.min_time_s)
@@ -275,9 +289,10 @@ class TimingSession:
             while active:
                 self.rng.shuffle(active)
                 for entry in active:  # this round's share of its planned samples; one a round past the plan
+                    self.sleep(self.settle_s)
+                    self._rewarm(entry)
                     share = math.ceil((r + 1) * entry.need / rounds) - len(entry.times) if r < rounds else 1
                     for _ in range(max(1, share)):
-                        self.sleep(self.settle_s)  # before every timed call: each is timed as a lone request's
                         self._time(entry)
                 active, r = [e for e in active if not self._done(e)], r + 1
         finally:
