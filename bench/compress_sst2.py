@@ -112,7 +112,7 @@ TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-tes
     "teacher=scratch", "teacher.num_layers=4", "teacher.hidden_size=64", "teacher.num_attention_heads=4",
     "teacher.intermediate_size=128", "teacher.vocab_size=400", "teacher.finetune.max_epochs=1",
     "student=distil", "loss=kd", "tracking.experiment_name=bench-compress-tiny",
-    "hardware.measure.min_samples=5", "hardware.measure.min_time_s=0", "hardware.measure.warmup=1",
+    "hardware.measure.min_samples=5", "hardware.measure.min_time_s=0", "hardware.measure.rewarm_ms=0", "hardware.measure.warmup=1",
 ]
 SETUP = "SST-2 dev, MiniLM-L6 teacher, distil student"  # --tiny: the synthetic smoke setting
 BATCH_SIZES = (1, 32)

@@ -41,6 +41,7 @@ TINY = [
     "hardware.measure.warmup=1",
     "hardware.measure.min_samples=3",
     "hardware.measure.min_time_s=0",
+    "hardware.measure.rewarm_ms=0",  # no re-warm before a turn: tests check what is timed, not how fast
 ]
 
 

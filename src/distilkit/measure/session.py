@@ -252,7 +252,7 @@ class TimingSession:
         while True:
             i += 1
             entry.calls[(len(entry.times) - i) % len(entry.calls)]()
-            if (self.clock() - start) * 1000 >= self.rewarm_ms:
+            if (self.clock() - start) * 1000 >= self.rewarm_ms or i >= 1000:
                 return
 
     def _done(self, entry: _Entry) -> bool:
