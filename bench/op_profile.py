@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from distilkit.export.onnx import ort_session
 from distilkit.measure.session import cpu_description
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,19 +55,12 @@ def inputs(batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def profile(path: Path, threads: int, calls: int, batch: int, tmp: Path) -> dict[str, float]:
     """Microseconds per call by operator type, from onnxruntime's profiler."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.enable_profiling = True
-    options.profile_file_prefix = str(tmp / f"{path.stem}_b{batch}")
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads, profile_prefix=str(tmp / f"{path.stem}_b{batch}"))
     rng = np.random.default_rng(0)
     feed = inputs(batch, rng)
-    for _ in range(max(3, calls // 10)):  # warm-up, profiled too: dropped below by run index
-        sess.run(["logits"], feed)
     warm = max(3, calls // 10)
+    for _ in range(warm):  # warm-up, profiled too: dropped below by run index
+        sess.run(["logits"], feed)
     for _ in range(calls):
         sess.run(["logits"], feed)
     events = json.loads(Path(sess.end_profiling()).read_text())

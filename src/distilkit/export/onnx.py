@@ -88,10 +88,10 @@ def export_onnx(model: nn.Module, path: Path, seq_len: int, fuse_attention: bool
     return path
 
 
-def ort_session(model: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+def ort_session(model: Path | bytes, threads: int | None = None, profile_prefix: str | None = None) -> ort.InferenceSession:
     """A CPU inference session (over a file, or a serialized model) with all graph optimizations; ``threads`` sets
     intra-op threads (then inter-op 1 and no spin-waiting, for sessions timed side by side in one process, or
-    many sessions in one model)."""
+    many sessions in one model); ``profile_prefix``: onnxruntime's profiler on, its file named from the prefix."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
@@ -99,6 +99,9 @@ def ort_session(model: Path | bytes, threads: int | None = None) -> ort.Inferenc
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"])
 
 

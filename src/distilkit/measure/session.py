@@ -248,11 +248,10 @@ class TimingSession:
         unless ``rewarm_ms`` is 0: after the other entries ran, its weights are back in the caches and its threads awake."""
         if self.rewarm_ms <= 0:
             return
-        start, i = self.clock(), 0
-        while True:
-            i += 1
+        start = self.clock()
+        for i in range(1, 1001):  # at most 1000 calls, should the clock stand still
             entry.calls[(len(entry.times) - i) % len(entry.calls)]()
-            if (self.clock() - start) * 1000 >= self.rewarm_ms or i >= 1000:
+            if (self.clock() - start) * 1000 >= self.rewarm_ms:
                 return
 
     def _done(self, entry: _Entry) -> bool:
