@@ -2,8 +2,8 @@
 
 onnxruntime's transformer optimizer fuses each residual ``Add`` + ``LayerNormalization`` into one
 ``com.microsoft`` ``SkipLayerNormalization`` node. On the CPU provider (onnxruntime 1.32) that kernel was
-measured slower than the two standard ops it replaces: with them, whole models run 1.11x (the MiniLM teacher)
-to 1.25-1.29x (the int8 students) faster on the AVX-512 VNNI host (``bench/skip_layernorm.py``,
+measured slower than the two standard ops it replaces: with them, whole models run 1.10-1.11x (the MiniLM teacher)
+to 1.23-1.30x (the int8 students) faster on the AVX-512 VNNI host (``bench/skip_layernorm.py``,
 ``bench/results/vnni/skip_layernorm.md``). So the fuse pass splits every such node into ``Sum(input, skip[, bias])`` -> ``LayerNormalization(gamma[, beta])``.
 ``Sum``, not ``Add``: the session's own optimizer (``ORT_ENABLE_ALL``) fuses ``Add`` + ``LayerNormalization``
 into ``SkipLayerNormalization`` again when the model is loaded, and leaves ``Sum`` alone, so the file is fast
