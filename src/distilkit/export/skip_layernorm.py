@@ -16,12 +16,10 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
+from distilkit.export.opsets import import_domains, opset_version
+
 SKIP_LN = "SkipLayerNormalization"
 DEFAULT_EPSILON = 1e-12  # the contrib op's default (onnxruntime/core/graph/contrib_ops/bert_defs.cc)
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def _used(model: onnx.ModelProto) -> set[str]:
@@ -35,7 +33,7 @@ def split_skip_layernorm(model: onnx.ModelProto) -> int:
     a BERT's) as ``Sum`` + ``LayerNormalization`` (same epsilon, last axis); its optional 4th output (input + skip
     + bias) becomes the ``Sum``'s output. Returns how many nodes were split (0 below opset 17, which has no
     ``LayerNormalization``)."""
-    if _opset(model) < 17:
+    if opset_version(model) < 17:
         return 0
     used, nodes, split = _used(model), [], 0
     for node in list(model.graph.node):
@@ -88,6 +86,6 @@ def join_skip_layernorm(model: onnx.ModelProto) -> int:
         joined += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    if joined and not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if joined:
+        import_domains(model, ["com.microsoft"])
     return joined

@@ -33,6 +33,7 @@ from onnx import helper, numpy_helper
 
 from distilkit.errors import ConfigError
 from distilkit.export.onnx import INPUT_NAMES
+from distilkit.export.opsets import import_domains
 from distilkit.quantize.targets import is_kept
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
@@ -166,7 +167,5 @@ def quantize_word_embedding(model: onnx.ModelProto, keep_fp32: Sequence[str], re
     graph.node.extend(nodes)
     graph.initializer.extend(initializers)
     _drop_unused_initializers(graph)
-    imported = {opset.domain for opset in model.opset_import}
-    for domain in sorted({new.domain for new in new_nodes} - imported):
-        model.opset_import.append(helper.make_opsetid(domain, 1))
+    import_domains(model, (new.domain for new in new_nodes))
     return True
