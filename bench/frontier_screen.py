@@ -11,9 +11,12 @@ sharing one teacher cache, so the teacher is fine-tuned once.
     python bench/frontier_screen.py --set decomposition --hardware "hardware=gpu hardware.precision=32-true hardware.matmul_precision=highest" --workers 7
     python bench/frontier_screen.py --report bench/results/frontier_screen_gpu.tsv   # the table of a results file, nothing run
 
+With a ``base`` variant, the table is followed by every other variant's paired difference from it (same seeds).
+
 Each finished run appends a line to ``--out`` (TSV); the markdown table beside it (``.md``) is rewritten
 from every line in it at the end. ``--teacher DIR`` uses an already fine-tuned teacher directory
-(``teacher.finetuned=true``) instead of fine-tuning the MiniLM checkpoint.
+(``teacher.finetuned=true``) instead of fine-tuning the MiniLM checkpoint; ``--cache .cache/distilkit`` shares the
+checkout's own teacher and logit cache (the ``python -m train`` runs' default) instead of one under ``--root``.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def report(tsv: Path) -> str:
     repeats = same = 0
     for cells in lines:
         row = dict(zip(COLUMNS, cells))
-        if row["rc"] != "0":
+        if row["rc"] != "0" or "nan" in (row["deploy/onnx_dev_acc"], row["deploy/onnx_test_acc"]):  # failed, or cut off
             continue
         acc = (row["deploy/onnx_dev_acc"], row["deploy/onnx_test_acc"])
         if (row["variant"], row["seed"]) in seen:  # a run repeated: counted once, checked for agreement
@@ -112,6 +115,18 @@ def report(tsv: Path) -> str:
         overrides = f"`{rows[0]['overrides']}`" if rows[0]["overrides"] else "(none)"
         out.append(f"| {name} | {overrides} | {','.join(r['seed'] for r in rows)} | {' / '.join(f'{v:.4f}' for v in devs)} | "
                    f"{dev:.4f} ± {dev_sd:.4f} | {100 * dev / t_dev:.1f} % | {test:.4f} ± {test_sd:.4f} | {100 * test / t_test:.1f} % |")
+    base = {r["seed"]: r for r in by.get("base", [])}
+    paired = [(name, [(r, base[r["seed"]]) for r in rows if r["seed"] in base]) for name, rows in by.items() if name != "base"]
+    paired = [(name, pairs) for name, pairs in paired if len(pairs) > 1]
+    if paired:
+        out += ["", "Paired by seed with `base` (the variant's run minus base's run of the same seed; mean ± standard error, in points):", "",
+                "| variant | seeds | dev Δ pt | test Δ pt |", "|---|---|---|---|"]
+        for name, pairs in paired:
+            cells = []
+            for key in ("deploy/onnx_dev_acc", "deploy/onnx_test_acc"):
+                d = [100 * (float(r[key]) - float(b[key])) for r, b in pairs]
+                cells.append(f"{statistics.mean(d):+.2f} ± {statistics.stdev(d) / len(d) ** 0.5:.2f}")
+            out.append(f"| {name} | {','.join(r['seed'] for r, _ in pairs)} | {cells[0]} | {cells[1]} |")
     if repeats:
         out += ["", f"{repeats} runs were repeated (same variant and seed, another process): {same} of them gave the same dev and test accuracy."]
     return "\n".join(out) + "\n"
@@ -126,6 +141,7 @@ def main() -> None:
     parser.add_argument("--hardware", default="", help="overrides for every run, e.g. 'hardware=gpu hardware.precision=32-true'")
     parser.add_argument("--teacher", type=Path, help="an already fine-tuned teacher directory (teacher.finetuned=true)")
     parser.add_argument("--root", type=Path, default=Path("/tmp/frontier_screen"), help="the runs' root dirs and shared cache")
+    parser.add_argument("--cache", type=Path, help="the teacher and logit cache the runs share (default: ROOT/cache), e.g. .cache/distilkit")
     parser.add_argument("--out", type=Path, default=RESULTS / "frontier_screen.tsv")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per run (OMP_NUM_THREADS, hardware.measure.threads)")
     parser.add_argument("--report", type=Path, help="write the markdown table of this TSV beside it and exit")
@@ -139,7 +155,7 @@ def main() -> None:
     variants |= dict(v.split("=", 1) if "=" in v else (v, "") for v in args.variants)
     if not variants:
         parser.error("name variants with --variants NAME=OVERRIDES or --set")
-    base = [*FRONTIER, f"paths.cache_dir={args.root / 'cache'}", f"hardware.measure.threads={args.threads}", *args.hardware.split()]
+    base = [*FRONTIER, f"paths.cache_dir={(args.cache or args.root / 'cache').resolve()}", f"hardware.measure.threads={args.threads}", *args.hardware.split()]
     if args.teacher:
         base = merge(base, [f"teacher.name_or_path={args.teacher.resolve()}", "teacher.finetuned=true"])
     jobs = [(name, int(seed)) for seed in args.seeds.split(",") for name in variants]
