@@ -108,9 +108,7 @@ ROWS |= {  # the +sweep=budget_frontier study's choice on the VNNI host (bench/r
                              "loss.T=1.9548114540218138", "loss.alpha=0.5035281100689694", "export.fuse=true", "trainer.max_epochs=3"],
 }
 ROWS |= {  # stop 24: the frontier model with a second layer, narrowed to stay within 10x at batch 1 (README: Eight-seed screens)
-    "frontier_2layer": [*(o for o in ROWS["budget_best_rr_intermediate"]
-                          if o.split("=")[0] not in ("student.num_layers", "pruner.heads", "pruner.ffn")),
-                        "student.num_layers=2", "pruner.heads=0.5", "pruner.ffn=0.6"],
+    "frontier_2layer": [*ROWS["budget_best_rr_intermediate"], "student.num_layers=2", "pruner.heads=0.5", "pruner.ffn=0.6"],
 }
 TINY = [  # --tiny: the synthetic task and a small scratch teacher, to smoke-test the rows in minutes
     "data=synthetic", "data.num_train=256", "data.num_dev=64", "data.num_test=64", "data.max_length=32",
