@@ -30,6 +30,7 @@ import torch
 
 from distilkit.export.onnx import ort_logits, ort_session
 from distilkit.export.skip_layernorm import join_skip_layernorm, split_skip_layernorm
+from distilkit.measure.report import MeasureSpec
 from distilkit.measure.session import TimingSession, cpu_description
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,8 +63,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-samples", type=int, default=200)
     parser.add_argument("--min-time-s", type=float, default=2.0)
-    parser.add_argument("--rewarm-ms", type=float, default=2.0, help="untimed calls before each block of timed calls (TimingSession."
-                        "rewarm_ms, the product's default 2); 0: a block's first call runs cold, after the other models")
+    parser.add_argument("--rewarm-ms", type=float, default=MeasureSpec.rewarm_ms, help="ms of untimed calls before each block of timed "
+                        "calls (default: the product's, measure.rewarm_ms); 0: a block's first call runs cold, after the other models")
     parser.add_argument("--pairs", default=PAIRS, help="A:B,... latency of A over B under each variant (models by file stem)")
     parser.add_argument("--dev", type=Path, default=KEPT / "dev_inputs.pt")
     args = parser.parse_args()
@@ -103,7 +104,7 @@ def main() -> None:
     setup = (f"onnxruntime {onnxruntime.__version__}, {args.threads} intra-op threads (no spinning), one interleaved session, {pause}, "
              f">= {args.min_samples} samples and >= {args.min_time_s:g} s per cell, full length (64 tokens); CPU: {cpu_description()}")
     command = "PYTHONPATH=src python bench/skip_layernorm.py" + (f" --name {args.name}" if args.name != "vnni/skip_layernorm" else "") + (
-        f" --rewarm-ms {args.rewarm_ms:g}" if args.rewarm_ms != 2.0 else "") + (
+        f" --rewarm-ms {args.rewarm_ms:g}" if args.rewarm_ms != MeasureSpec.rewarm_ms else "") + (
         f" --min-samples {args.min_samples} --min-time-s {args.min_time_s:g}" if (args.min_samples, args.min_time_s) != (200, 2.0) else "")
     lines = [f"`{command}`", "", setup, "",
              "| model | SkipLN nodes (skip / split) | b1 ms skip | b1 ms split | b1 × | b32 ms skip | b32 ms split | b32 × | max abs logit diff | argmax agree |",
