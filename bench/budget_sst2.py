@@ -3,6 +3,7 @@
     python bench/budget_sst2.py                    # run the study (resumable: the same command goes on), then render
     python bench/budget_sst2.py --render           # markdown + PNG from the study and its MLflow runs, no training
     python bench/budget_sst2.py --sweep budget_frontier --results bench/results/vnni --latency-ms 0.735 --size-mb 8.7 --root DIR
+    python bench/budget_sst2.py --sweep budget_frontier --holdout 692 --name budget_frontier_holdout ...   # select on held-out training rows
 
 The study is one plain `python -m train -m hydra/sweeper=optuna +sweep=budget ...` (the command is printed and
 written into the results): MiniLM-L6 teacher from ../shared, student epochs = trainer.max_epochs (3), fused
@@ -12,6 +13,9 @@ are PRUNED before training (budget.precheck). The result is compared with the be
 RESULTS/compress_sst2.json that meets the same budget (its in-session latency and its ONNX size).
 ``--sweep``: the sweep config (``budget``, or ``budget_frontier``, which also searches the loss and 7-bit int8);
 its study is named after it. Results: RESULTS/SWEEP_sst2.{md,png} (``--results``, default bench/results).
+``--holdout N``: N training rows become split ``holdout`` (``data.holdout``), and the trials are ranked by the deployed
+model's accuracy there (``deploy/onnx_holdout_acc``) instead of on dev: the chosen model's dev and test accuracy are then
+not raised by the choice. ``--name``: the study's name and results' stem (default: the sweep's).
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "bench" / "results"
 
 
-def command(sweep: str, latency_ms: float, size_mb: float, trials: int, root: Path) -> list[str]:
-    return ["-m", "hydra/sweeper=optuna", f"+sweep={sweep}", f"budget.latency_ms={latency_ms:g}", f"budget.size_mb={size_mb:g}",
+HOLDOUT_ACC = "deploy/onnx_holdout_acc"
+
+
+def command(sweep: str, latency_ms: float, size_mb: float, trials: int, root: Path, holdout: int = 0, name: str | None = None) -> list[str]:
+    selection = [f"data.holdout={holdout}", f"hydra.sweeper.objectives=[{HOLDOUT_ACC}]"] if holdout else []
+    return ["-m", "hydra/sweeper=optuna", f"+sweep={sweep}", *([f"hydra.sweeper.study_name={name}"] if name and name != sweep else []),
+            f"budget.latency_ms={latency_ms:g}", f"budget.size_mb={size_mb:g}", *selection,
             f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.sampler.seed=0", *([] if root == ROOT else [f"paths.root_dir={root}"]),
             "data=sst2", f"data.path={SHARED / 'data/sst2'}", "teacher=minilm", f"teacher.name_or_path={SHARED / 'models/all-MiniLM-L6-v2'}",
             "export.fuse=true", "hardware.measure.runtimes=[onnxruntime]", "hardware.measure.batch_sizes=[1]", "hardware.measure.lengths=[full]"]
@@ -49,7 +58,8 @@ def frontier_rows(results: Path, latency_ms: float, size_mb: float, own: str | N
     return sorted(ok, key=lambda kv: -kv[1]["deploy/onnx_dev_acc"])
 
 
-def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: float, cmd: str) -> str:
+def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: float, cmd: str, holdout: int = 0, flags: str | None = None) -> str:
+    """The page of study ``sweep`` (its name); ``flags``: this script's arguments that ran it (default: ``--sweep SWEEP``)."""
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -68,12 +78,14 @@ def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: fl
     chosen = best[0] if best else None
     fmt = lambda v, f=".4f": "" if v is None else format(v, f)  # noqa: E731
     md = [f"# Budget search on SST-2: b1 latency ≤ {latency_ms:g} ms, ONNX ≤ {size_mb:g} MB", "",
-          f"Written by `python bench/budget_sst2.py{'' if sweep == 'budget' else ' --sweep ' + sweep}` from study `{sweep}` ({len(study.trials)} trials; `optuna.db`, `mlflow.db` in {'the checkout' if root == ROOT else f'`{root}`'}). The study, from the checkout:", "",
+          f"Written by `python bench/budget_sst2.py{flags if flags is not None else ('' if sweep == 'budget' else ' --sweep ' + sweep)}` from study `{sweep}` ({len(study.trials)} trials; `optuna.db`, `mlflow.db` in {'the checkout' if root == ROOT else f'`{root}`'}). The study, from the checkout:", "",
           f"    python -m train {cmd}", "",
           f"Latency: deployed ONNX, onnxruntime, batch 1, 64 tokens, measured in each trial on this machine (2 threads; CPU: {cpu_description()}).",
-          "PRUNED: the untrained copy was already over the budget (`budget.precheck`), so the trial did not train.", "",
-          "| trial | state | feasible | layers | hidden cut | heads cut | FFN cut | vocab | quantizer | loss | T | alpha | dev acc | b1 ms | MB | precheck b1 ms | wall s |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "PRUNED: the untrained copy was already over the budget (`budget.precheck`), so the trial did not train.",
+          *([f"Trials ranked by the deployed model's accuracy on {holdout} held-out training rows (`data.holdout={holdout}`, `{HOLDOUT_ACC}`); "
+             "nothing trained on them, and dev and test played no part in the choice."] if holdout else []), "",
+          f"| trial | state | feasible | layers | hidden cut | heads cut | FFN cut | vocab | quantizer | loss | T | alpha |{' holdout acc |' if holdout else ''} dev acc | test acc | b1 ms | MB | precheck b1 ms | wall s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if holdout else "") + "---|---|---|---|---|---|"]
     walls = {"PRUNED": [], "COMPLETE": []}
     for t in study.trials:
         run = by_trial.get(t.number)
@@ -85,7 +97,8 @@ def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: fl
         feasible = run.data.tags.get(FEASIBLE_TAG, "") if run else ""
         md.append(f"| {t.number}{' ★' if chosen and t.number == chosen.number else ''} | {t.state.name} | {feasible} | {p.get('student.num_layers', '')} | "
                   f"{fmt(p.get('pruner.hidden'), '.2f')} | {fmt(p.get('pruner.heads'), '.2f')} | {fmt(p.get('pruner.ffn'), '.2f')} | {p.get('vocab', '')} | "
-                  f"{p.get('quantizer', '')} | {p.get('loss', 'kd')} | {fmt(p.get('loss.T'), '.2f')} | {fmt(p.get('loss.alpha'), '.2f')} | {fmt(m.get(ACC))} | "
+                  f"{p.get('quantizer', '')} | {p.get('loss', 'kd')} | {fmt(p.get('loss.T'), '.2f')} | {fmt(p.get('loss.alpha'), '.2f')} |"
+                  f"{f' {fmt(m.get(HOLDOUT_ACC))} |' if holdout else ''} {fmt(m.get(ACC))} | {fmt(m.get('deploy/onnx_test_acc'))} | "
                   f"{fmt(m.get(LATENCY), '.2f')} | {fmt(m.get(SIZE), '.2f')} | {fmt(m.get(precheck_latency), '.2f')} | {fmt(wall, '.0f')} |")
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     md += ["", f"Trials: {sum(1 for t in study.trials if t.state.name == 'COMPLETE')} trained, {len(walls['PRUNED'])} pruned over budget before training "
@@ -103,18 +116,20 @@ def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: fl
     if chosen is not None:
         run = by_trial[chosen.number]
         m = run.data.metrics
-        md += ["", f"**Chosen: trial {chosen.number}** — deployed dev accuracy {chosen.value:.4f} "
-                   f"({100 * chosen.value / m['teacher/dev_acc']:.1f} % of the teacher's {m['teacher/dev_acc']:.4f}), "
+        selected = (f"deployed accuracy {chosen.value:.4f} on the held-out rows ({100 * chosen.value / m['teacher/holdout_acc']:.1f} % of the "
+                    f"teacher's {m['teacher/holdout_acc']:.4f}), dev accuracy {m[ACC]:.4f} " if holdout else f"deployed dev accuracy {chosen.value:.4f} ")
+        md += ["", f"**Chosen: trial {chosen.number}** — {selected}"
+                   f"({100 * m[ACC] / m['teacher/dev_acc']:.1f} % of the teacher's {m['teacher/dev_acc']:.4f}), "
                    f"{m[LATENCY]:.2f} ms at batch 1, {m[SIZE]:.2f} MB; test accuracy {m.get('deploy/onnx_test_acc', float('nan')):.4f}. Parameters: "
                    + ", ".join(f"{k}={fmt(v, '.3g') if isinstance(v, float) else v}" for k, v in chosen.params.items()) + "."]
         if frontier:
             name, row = frontier[0]
-            gap = 100 * (row["deploy/onnx_dev_acc"] - chosen.value)
+            gap = 100 * (row["deploy/onnx_dev_acc"] - m[ACC])
             md += ["", f"Best row of `{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
                        f"{row['session/ort_latency_b1_p50_ms']:.2f} ms, {row['deploy/onnx_size_mb']:.2f} MB. The search's model is "
                        f"{abs(gap):.2f} pt {'below' if gap > 0 else 'above'} it (target: within 1 pt)."]
     rows = rows_of(runs)
-    name = f"{sweep}_sst2"
+    name = f"{sweep}_sst2"  # the study's name
     plot(rows, str(results / f"{name}.png"), bounds={LATENCY: latency_ms, SIZE: size_mb},
          chosen=by_trial[chosen.number].info.run_id if chosen else None)
     md += ["", f"![accuracy vs latency and size, budget lines, chosen model starred]({name}.png)"]
@@ -132,12 +147,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--render", action="store_true", help="only write the markdown and PNG")
     parser.add_argument("--sweep", default="budget", help="the sweep config (sweeps/sweep/NAME.yaml) and its study's name")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where compress_sst2.json is read and SWEEP_sst2.{md,png} written")
+    parser.add_argument("--holdout", type=int, default=0, help="data.holdout: rank trials on that many held-out training rows, not on dev")
+    parser.add_argument("--name", help="the study's name and the results' stem (default: --sweep)")
     args = parser.parse_args(argv)
-    cmd = command(args.sweep, args.latency_ms, args.size_mb, args.trials, args.root.resolve())
+    cmd = command(args.sweep, args.latency_ms, args.size_mb, args.trials, args.root.resolve(), args.holdout, args.name)
     if not args.render:
         subprocess.run([sys.executable, "-m", "train", *cmd], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     shown = " ".join(c.replace(str(SHARED), "../shared") for c in cmd)  # run from the checkout (cwd ROOT)
-    print(render(args.sweep, args.results.resolve(), args.root.resolve(), args.latency_ms, args.size_mb, shown))
+    flags = "".join([f" --sweep {args.sweep}" if args.sweep != "budget" else "", f" --holdout {args.holdout}" if args.holdout else "",
+                     f" --name {args.name}" if args.name else ""])
+    print(render(args.name or args.sweep, args.results.resolve(), args.root.resolve(), args.latency_ms, args.size_mb, shown, args.holdout, flags))
 
 
 if __name__ == "__main__":

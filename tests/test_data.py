@@ -70,6 +70,32 @@ def test_text_lines_reads_and_tokenizes(text_lines_dir):
     assert sorted(len(b["labels"]) for b in batches) == [4] + [8] * 7
 
 
+def test_holdout_moves_a_fixed_draw_of_training_rows_into_its_own_split_that_validation_runs_on(text_lines_dir):
+    full = TextLinesData(path=str(text_lines_dir), max_length=12, batch_size=8)
+    held = TextLinesData(path=str(text_lines_dir), max_length=12, batch_size=8, holdout=15)
+    assert {k: len(v) for k, v in held.splits.items()} == {"train": 45, "dev": 30, "test": 30, "holdout": 15}
+    assert held.splits["dev"] == full.splits["dev"] and held.splits["test"] == full.splits["test"]
+    # a partition of the training rows, each part in the file's order
+    order = {ex: i for i, ex in enumerate(full.splits["train"])}
+    assert sorted(held.splits["train"] + held.splits["holdout"], key=order.get) == full.splits["train"]
+    for part in ("train", "holdout"):
+        assert [order[ex] for ex in held.splits[part]] == sorted(order[ex] for ex in held.splits[part])
+    assert held.splits["holdout"] == TextLinesData(path=str(text_lines_dir), holdout=15).splits["holdout"]  # the same draw every time
+    assert held.fingerprint != full.fingerprint
+    assert (held.split_names, held.eval_splits, held.select_split) == (("train", "dev", "test", "holdout"), ("holdout", "dev", "test"), "holdout")
+    assert (full.split_names, full.eval_splits, full.select_split) == (("train", "dev", "test"), ("dev", "test"), "dev")
+    held.tokenize(train_wordpiece(held.texts("train"), 100))
+    assert sum(len(b["labels"]) for b in held.val_dataloader()) == 15  # validation selects on the holdout rows
+    assert torch.equal(torch.cat([b["labels"] for b in held.val_dataloader()]), torch.tensor([ex.label for ex in held.splits["holdout"]]))
+
+
+@pytest.mark.parametrize("holdout,allowed", [(-1, ">= 0"), (1.5, ">= 0"), (True, ">= 0"), (60, "allowed 0..59")])
+def test_bad_holdout_names_the_key(text_lines_dir, holdout, allowed):
+    with pytest.raises(ConfigError) as err:
+        TextLinesData(path=str(text_lines_dir), holdout=holdout).splits
+    assert err.value.key == "holdout" and allowed in err.value.message
+
+
 def tokenized(bucket_by_length: bool, n: int = 400, batch_size: int = 16) -> SyntheticData:
     data = SyntheticData(num_train=n, num_dev=40, num_test=40, max_length=24, batch_size=batch_size, bucket_by_length=bucket_by_length)
     data.tokenize(train_wordpiece(data.texts("train"), 150))

@@ -96,6 +96,24 @@ def test_second_run_reuses_teacher_and_logits(compose_cfg, monkeypatch):
     assert len(computed) == 3 and fits == [1]  # new data: new teacher, logits for every split recomputed
 
 
+def test_holdout_split_is_measured_beside_dev_and_test_and_trains_nothing(compose_cfg, shared_cache_dir, monkeypatch):
+    seen = {}
+    original = LogitStore.get_or_compute
+
+    def spy(self, key, shape, compute):
+        seen[shape[0]] = True
+        return original(self, key, shape, compute)
+
+    monkeypatch.setattr(LogitStore, "get_or_compute", spy)
+    cfg = compose_cfg("trainer.fast_dev_run=true", "data.holdout=16", f"paths.cache_dir={shared_cache_dir}")
+    metrics = run(cfg, {})
+    for role in ("teacher/holdout_acc", "student/holdout_acc", "deploy/onnx_holdout_acc", "student/retention_holdout"):
+        assert 0.0 <= metrics[role] <= 1.2
+    assert metrics["deploy/onnx_holdout_acc"] != metrics["deploy/onnx_dev_acc"] or metrics["student/holdout_nll"] != metrics["student/dev_nll"]
+    train = cfg.data.num_train
+    assert sorted(seen) == sorted({train - 16, 16, cfg.data.num_dev, cfg.data.num_test})  # teacher logits per split; train lost 16 rows
+
+
 def test_corrupt_teacher_cache_is_recomputed(compose_cfg, tmp_path):
     cfg = compose_cfg("trainer.fast_dev_run=true")
     run(cfg, {})
@@ -120,6 +138,8 @@ BAD_INPUTS = [
     (["averaging=ema", "averaging.decay=fast"], "averaging.decay", "(0, 1)"),
     (["data=text_lines", "data.path=/nonexistent/dir"], "data.path", "missing"),
     (["data=sst2", "data.path=/nonexistent/dir"], "data.path", "missing"),
+    (["data.holdout=-1"], "data.holdout", ">= 0"),
+    (["data.holdout=100000"], "data.holdout", "allowed 0.."),
     (["pruner=magnitude", "pruner.sparsity=1.0"], "pruner.sparsity", "[0, 1)"),
     (["pruner=heads", "pruner.amount=-0.1"], "pruner.amount", "[0, 1)"),
     (["pruner=ffn", "pruner.amount=1"], "pruner.amount", "[0, 1)"),

@@ -6,11 +6,18 @@ so it happens after the teacher is known (:meth:`tokenize`); rows are kept unpad
 with ``bucket_by_length`` training batches hold rows of similar length. Teacher logits for the
 training split, computed once by the soft-label store, are attached with :meth:`attach_teacher_logits`
 and then ride along, row by row, in every training batch as ``teacher_logits``.
+
+``holdout``: that many training rows, drawn with a fixed seed (the same rows for every run seed), become
+a fourth split, ``holdout``, that nothing trains on. It is the split that selects: validation
+(``val/acc``, which the teacher's fine-tune and a sweep's pruner watch) runs on it, and a sweep can rank
+trials by ``deploy/onnx_holdout_acc``; dev and test are then measured only, so their accuracy is not
+raised by the choice of model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 from functools import cached_property
 from typing import Iterator, NamedTuple
 
@@ -23,6 +30,8 @@ from distilkit.data.replay import EpochOrder, ReplayableLoader
 from distilkit.errors import ConfigError, check
 
 SPLITS = ("train", "dev", "test")
+HOLDOUT = "holdout"
+HOLDOUT_SEED = 0  # one draw for every run seed: runs that differ only in seed are selected on the same rows
 
 
 class Example(NamedTuple):
@@ -47,10 +56,13 @@ class Columns(Dataset):
 class TextClassificationData(L.LightningDataModule):
     """Base DataModule. Subclasses return ``{"train"|"dev"|"test": [Example, ...]}`` from load_splits."""
 
-    def __init__(self, max_length: int = 64, batch_size: int = 32, num_workers: int = 0, bucket_by_length: bool = False):
+    def __init__(self, max_length: int = 64, batch_size: int = 32, num_workers: int = 0, bucket_by_length: bool = False, holdout: int = 0):
         super().__init__()
         check(max_length > 0, "max_length", f"must be > 0, got {max_length}")
         check(batch_size > 0, "batch_size", f"must be > 0, got {batch_size}")
+        check(isinstance(holdout, int) and not isinstance(holdout, bool) and holdout >= 0, "holdout",
+              f"must be a number of training rows >= 0 (0: no holdout split), got {holdout!r}")
+        self.holdout = holdout
         self.max_length = max_length
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -77,7 +89,30 @@ class TextClassificationData(L.LightningDataModule):
         labels = sorted({ex.label for split in splits.values() for ex in split})
         if labels != list(range(len(labels))) or len(labels) < 2:
             raise ConfigError("path", f"labels must be 0..K-1 with K >= 2, found {labels[:10]}")
-        return splits
+        return self.hold_out(splits) if self.holdout else splits
+
+    def hold_out(self, splits: dict[str, list[Example]]) -> dict[str, list[Example]]:
+        """``holdout`` training rows moved to split ``holdout``; both keep the file's row order."""
+        train = splits["train"]
+        check(self.holdout < len(train), "holdout", f"is {self.holdout} but the training split has {len(train)} rows; allowed 0..{len(train) - 1}")
+        held = set(random.Random(HOLDOUT_SEED).sample(range(len(train)), self.holdout))
+        return {**splits, "train": [ex for i, ex in enumerate(train) if i not in held],
+                HOLDOUT: [ex for i, ex in enumerate(train) if i in held]}
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """Every split: train, dev, test, and ``holdout`` when rows are held out."""
+        return (*SPLITS, HOLDOUT) if self.holdout else SPLITS
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """The splits a trained model is measured on: the selection split first, then dev and test."""
+        return (HOLDOUT, "dev", "test") if self.holdout else ("dev", "test")
+
+    @property
+    def select_split(self) -> str:
+        """The split that validation runs on (``val/acc``): ``holdout`` when rows are held out, else dev."""
+        return HOLDOUT if self.holdout else "dev"
 
     @property
     def num_classes(self) -> int:
@@ -90,7 +125,7 @@ class TextClassificationData(L.LightningDataModule):
     def fingerprint(self) -> str:
         """Content hash of every split (texts and labels): the data's identity in cache keys."""
         digest = hashlib.sha256()
-        for name in SPLITS:
+        for name in self.split_names:
             for ex in self.splits[name]:
                 digest.update(f"{name}\t{ex.label}\t{ex.text}\n".encode())
         return digest.hexdigest()[:16]
@@ -101,7 +136,7 @@ class TextClassificationData(L.LightningDataModule):
         if tokenizer.pad_token_id is not None:
             self.pad_id = tokenizer.pad_token_id
         self._tokenizer = tokenizer
-        for name in SPLITS:
+        for name in self.split_names:
             self._encode(name)
 
     def _encode(self, name: str) -> None:
@@ -158,7 +193,7 @@ class TextClassificationData(L.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("dev", shuffle=False)
+        return self._loader(self.select_split, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

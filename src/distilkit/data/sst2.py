@@ -26,6 +26,7 @@ class SST2Data(TextLinesData):
         batch_size: int = 32,
         num_workers: int = 0,
         bucket_by_length: bool = False,
+        holdout: int = 0,
     ):
         super().__init__(
             path=path,
@@ -34,6 +35,7 @@ class SST2Data(TextLinesData):
             batch_size=batch_size,
             num_workers=num_workers,
             bucket_by_length=bucket_by_length,
+            holdout=holdout,
         )
         self.hub_name, self.hub_config = hub_name, hub_config
         self.test_size, self.seed = test_size, seed

@@ -101,8 +101,9 @@ class SyntheticData(TextClassificationData):
         batch_size: int = 32,
         num_workers: int = 0,
         bucket_by_length: bool = False,
+        holdout: int = 0,
     ):
-        super().__init__(max_length=max_length, batch_size=batch_size, num_workers=num_workers, bucket_by_length=bucket_by_length)
+        super().__init__(max_length=max_length, batch_size=batch_size, num_workers=num_workers, bucket_by_length=bucket_by_length, holdout=holdout)
         for key, value in (("num_train", num_train), ("num_dev", num_dev), ("num_test", num_test)):
             check(value > 0, key, f"must be > 0, got {value}")
         check(0 <= label_noise < 0.5, "label_noise", f"must be in [0, 0.5), got {label_noise}")

@@ -54,8 +54,9 @@ class TextLinesData(TextClassificationData):
         batch_size: int = 32,
         num_workers: int = 0,
         bucket_by_length: bool = False,
+        holdout: int = 0,
     ):
-        super().__init__(max_length=max_length, batch_size=batch_size, num_workers=num_workers, bucket_by_length=bucket_by_length)
+        super().__init__(max_length=max_length, batch_size=batch_size, num_workers=num_workers, bucket_by_length=bucket_by_length, holdout=holdout)
         self.path = path
         self.encoding = encoding
 

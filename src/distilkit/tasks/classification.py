@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from distilkit.data.module import SPLITS
 from distilkit.errors import check, check_bool, config_group
 from distilkit.export.fuse import cached_fused_path, check_fuse, fuse_onnx
 from distilkit.export.onnx import export_onnx
@@ -74,9 +73,9 @@ class Classification(Task):
         """Teacher logits per split, from the store or computed once; keyed by teacher and split inputs.
         Store off: dev/test computed in memory, none for training (the teacher runs in the step)."""
         if not self.store_logits:
-            return {split: predict_logits(teacher, run.data.inputs(split)) for split in SPLITS if split != "train"}
+            return {split: predict_logits(teacher, run.data.inputs(split)) for split in run.data.split_names if split != "train"}
         out = {}
-        for split in SPLITS:
+        for split in run.data.split_names:
             inputs = run.data.inputs(split)
             key = key_of(teacher_key, split, inputs["input_ids"], inputs["attention_mask"])
             shape = (len(inputs["input_ids"]), run.data.num_classes)
@@ -102,11 +101,11 @@ class Classification(Task):
         return fuse_onnx(path, cached_fused_path(path)) if fuse else path
 
     def predict(self, run, trained) -> dict[str, torch.Tensor]:
-        return {split: predict_logits(trained, run.data.inputs(split)) for split in ("dev", "test")}
+        return {split: predict_logits(trained, run.data.inputs(split)) for split in run.data.eval_splits}
 
     def measure(self, run, teacher, teacher_key, teacher_logits, trained_logits, converted, fp32_onnx, deploy_onnx) -> dict[str, float]:
         data = run.data
-        splits = ("dev", "test")
+        splits = data.eval_splits
         labels = {split: data.labels(split) for split in splits}
         t_logits = {split: teacher_logits[split] for split in splits}
         teacher_onnx = self.teacher_onnx(run, teacher, teacher_key)
