@@ -58,8 +58,8 @@ def frontier_rows(results: Path, latency_ms: float, size_mb: float, own: str | N
     return sorted(ok, key=lambda kv: -kv[1]["deploy/onnx_dev_acc"])
 
 
-def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: float, cmd: str, holdout: int = 0, flags: str | None = None) -> str:
-    """The page of study ``sweep`` (its name); ``flags``: this script's arguments that ran it (default: ``--sweep SWEEP``)."""
+def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: float, cmd: str, holdout: int, flags: str) -> str:
+    """The page of study ``sweep`` (its name); ``flags``: this script's arguments that ran it."""
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -78,7 +78,7 @@ def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: fl
     chosen = best[0] if best else None
     fmt = lambda v, f=".4f": "" if v is None else format(v, f)  # noqa: E731
     md = [f"# Budget search on SST-2: b1 latency ≤ {latency_ms:g} ms, ONNX ≤ {size_mb:g} MB", "",
-          f"Written by `python bench/budget_sst2.py{flags if flags is not None else ('' if sweep == 'budget' else ' --sweep ' + sweep)}` from study `{sweep}` ({len(study.trials)} trials; `optuna.db`, `mlflow.db` in {'the checkout' if root == ROOT else f'`{root}`'}). The study, from the checkout:", "",
+          f"Written by `python bench/budget_sst2.py{flags}` from study `{sweep}` ({len(study.trials)} trials; `optuna.db`, `mlflow.db` in {'the checkout' if root == ROOT else f'`{root}`'}). The study, from the checkout:", "",
           f"    python -m train {cmd}", "",
           f"Latency: deployed ONNX, onnxruntime, batch 1, 64 tokens, measured in each trial on this machine (2 threads; CPU: {cpu_description()}).",
           "PRUNED: the untrained copy was already over the budget (`budget.precheck`), so the trial did not train.",
@@ -125,18 +125,16 @@ def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: fl
         if frontier:
             name, row = frontier[0]
             where = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
+            best = f"Best row of `{where}/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
+            cost = f"{row['session/ort_latency_b1_p50_ms']:.2f} ms, {row['deploy/onnx_size_mb']:.2f} MB."
             if holdout:  # the bench's rows distil the teacher fine-tuned on every training row; this study's teacher lacks the held-out ones
                 theirs, ours = 100 * row["deploy/onnx_dev_acc"] / row["teacher/dev_acc"], 100 * m[ACC] / m["teacher/dev_acc"]
-                md += ["", f"Best row of `{where}/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
-                           f"{theirs:.1f} % of its teacher (fine-tuned on every training row, dev {row['teacher/dev_acc']:.4f}; chosen on dev), "
-                           f"{row['session/ort_latency_b1_p50_ms']:.2f} ms, {row['deploy/onnx_size_mb']:.2f} MB. Its teacher is not this study's, so the "
-                           f"comparison is in retention: the search's model keeps {ours:.1f} %, {abs(theirs - ours):.1f} pt "
-                           f"{'below' if theirs > ours else 'above'} it."]
+                md += ["", f"{best}{theirs:.1f} % of its teacher (fine-tuned on every training row, dev {row['teacher/dev_acc']:.4f}; chosen on dev), "
+                           f"{cost} Its teacher is not this study's, so the comparison is in retention: the search's model keeps {ours:.1f} %, "
+                           f"{abs(theirs - ours):.1f} pt {'below' if theirs > ours else 'above'} it."]
             else:
                 gap = 100 * (row["deploy/onnx_dev_acc"] - m[ACC])
-                md += ["", f"Best row of `{where}/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
-                           f"{row['session/ort_latency_b1_p50_ms']:.2f} ms, {row['deploy/onnx_size_mb']:.2f} MB. The search's model is "
-                           f"{abs(gap):.2f} pt {'below' if gap > 0 else 'above'} it (target: within 1 pt)."]
+                md += ["", f"{best}{cost} The search's model is {abs(gap):.2f} pt {'below' if gap > 0 else 'above'} it (target: within 1 pt)."]
     rows = rows_of(runs)
     name = f"{sweep}_sst2"  # the study's name
     plot(rows, str(results / f"{name}.png"), bounds={LATENCY: latency_ms, SIZE: size_mb},
