@@ -172,3 +172,52 @@ def test_replace_in_pipeline_adds_teacher_labelled_variants(compose_cfg, tmp_pat
     assert own == 64 and own < added <= 2 * own and metrics["augment/words_replaceable"] > 0
     train = run.data.encoded["train"]
     assert len(train["teacher_logits"]) == own + added and (train["labels"] >= 0).all()
+
+
+# --- augment=corpus: unlabelled text from a file ----------------------------------------------------------
+
+def test_corpus_lines_drop_blanks_repeats_training_and_evaluation_texts_and_draw_seeded(tmp_path):
+    from distilkit.data.augment import CorpusAugment
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("new line one\n\n  new   line two \ndull\nnew line one\nfunny film\nnew line three\nnew line four\n")
+    own, held = ["dull"], {"funny film"}
+    texts, leaked = CorpusAugment(str(corpus)).lines(own, held)
+    assert texts == ["new line one", "new line two", "new line three", "new line four"] and leaked == 1
+    draws = {tuple(CorpusAugment(str(corpus), max_rows=2, seed=s).lines(own, held)[0]) for s in range(12)}
+    assert all(len(d) == 2 and list(d) == [t for t in texts if t in d] for d in draws)  # two lines, file order kept
+    assert len(draws) > 1  # the seed decides the draw
+    assert CorpusAugment(str(corpus), max_rows=2, seed=5).lines(own, held) == CorpusAugment(str(corpus), max_rows=2, seed=5).lines(own, held)
+    assert CorpusAugment(str(corpus), max_rows=99).lines(own, held)[0] == texts
+
+
+@pytest.mark.parametrize("kwargs, key", [({"path": "/no/such/file.txt"}, "path"), ({"max_rows": 0}, "max_rows"),
+                                         ({"max_rows": True}, "max_rows")])
+def test_corpus_bad_input_names_the_key(tmp_path, kwargs, key):
+    from distilkit.data.augment import CorpusAugment
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a line\n")
+    with pytest.raises(ConfigError, match=key):
+        CorpusAugment(**{"path": str(corpus), **kwargs})
+
+
+def test_corpus_in_pipeline_adds_teacher_labelled_lines_and_never_an_evaluation_text(compose_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    from distilkit.pipeline import Run
+
+    cache = f"paths.cache_dir={tmp_path / 'cache'}"
+    data = instantiate(compose_cfg(cache).data)
+    dev, test, train = data.texts("dev"), data.texts("test"), data.texts("train")
+    novel = [f"the movie was new sentence number {i}" for i in range(20)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join([*novel[:10], dev[0], train[0], test[1], *novel[10:]]) + "\n")
+    run = Run(compose_cfg("augment=corpus", f"augment.path={corpus}", cache, "trainer.max_epochs=1"), {"augment": "corpus"})
+    metrics = run()
+    assert metrics["augment/train_rows_own"] == len(train) and metrics["augment/train_rows_added"] == 20
+    assert metrics["augment/rows_dropped_eval"] == 2
+    assert run.data.extra_train == novel
+    stored = run.data.encoded["train"]
+    assert len(stored["teacher_logits"]) == len(train) + 20
+    assert torch.equal(stored["labels"][len(train):], stored["teacher_logits"][len(train):].argmax(-1))

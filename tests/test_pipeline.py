@@ -139,6 +139,8 @@ BAD_INPUTS = [
     (["data=text_lines", "data.path=/nonexistent/dir"], "data.path", "missing"),
     (["data=sst2", "data.path=/nonexistent/dir"], "data.path", "missing"),
     (["data.holdout=-1"], "data.holdout", ">= 0"),
+    (["augment=corpus", "augment.path=/nonexistent/corpus.txt"], "augment.path", "text file"),
+    (["augment=corpus", "augment.path=/etc/passwd", "augment.max_rows=0"], "augment.max_rows", ">= 1"),
     (["data.holdout=100000"], "data.holdout", "allowed 0.."),
     (["pruner=magnitude", "pruner.sparsity=1.0"], "pruner.sparsity", "[0, 1)"),
     (["pruner=heads", "pruner.amount=-0.1"], "pruner.amount", "[0, 1)"),

@@ -5,7 +5,8 @@ sentences it sees too few of them. TinyBERT (Jiao et al., 2020) distils on an au
 labelled by the teacher alone; SST-2's own GLUE release trains on every phrase of the parse trees
 (67k) rather than the 6.9k sentences. :class:`SpanAugment` does the same with no extra model: random
 contiguous word spans of each training sentence, added to the training split only (dev and test are
-never touched), labelled by the teacher. :class:`WordReplaceAugment` is TinyBERT's own augmentation:
+never touched), labelled by the teacher. :class:`CorpusAugment` adds unlabelled text from a file (text a user
+has, or sentences written by a small causal LM: ``bench/generate_transfer_text.py``). :class:`WordReplaceAugment` is TinyBERT's own augmentation:
 copies of each sentence with some words replaced by their nearest neighbours in the teacher's
 word-embedding space (TinyBERT takes them from BERT's masked-LM predictions and GloVe; the teacher's
 own input embeddings need no extra model). An augmented row's label is the teacher's argmax, set when
@@ -18,10 +19,11 @@ from __future__ import annotations
 import logging
 import random
 import re
+from pathlib import Path
 
 import torch
 
-from distilkit.errors import check
+from distilkit.errors import ConfigError, check
 from distilkit.tasks.base import serves
 
 log = logging.getLogger(__name__)
@@ -146,3 +148,52 @@ class WordReplaceAugment:
         self.report = {"augment/train_rows_own": len(own), "augment/train_rows_added": len(added), "augment/words_replaceable": len(table)}
         log.info("augment: %d variants of %d training sentences added (%d words with neighbours; labelled by the teacher)",
                  len(added), len(own), len(table))
+
+
+class CorpusAugment:
+    """``augment=corpus``: unlabelled text from a file, one text a line (in-domain text you have, or the transfer
+    set ``bench/generate_transfer_text.py`` writes), added to the training split and labelled by the teacher.
+    Blank lines, repeats and the training split's own texts are dropped, and so is any line equal to a text of
+    an evaluation split (dev, test, holdout), so the corpus cannot leak what the model is measured on; the count
+    is reported. ``max_rows``: a seeded draw of that many lines (file order kept); null: every line."""
+
+    def __init__(self, path: str, max_rows: int | None = None, encoding: str = "utf-8", seed: int = 0):
+        check(isinstance(path, str) and Path(path).is_file(), "path", f"must be a text file (one text a line), got {path!r}")
+        check(max_rows is None or (isinstance(max_rows, int) and not isinstance(max_rows, bool) and max_rows >= 1),
+              "max_rows", f"must be an integer >= 1 or null, got {max_rows!r}")
+        self.path, self.max_rows, self.encoding, self.seed = path, max_rows, encoding, seed
+
+    def check(self, task, data) -> None:
+        check_labelled_text(self, task, data, "corpus")
+
+    def lines(self, own: list[str], held: set[str]) -> tuple[list[str], int]:
+        """The corpus texts to add (a draw of ``max_rows`` in file order), and how many equalled an evaluation text."""
+        try:
+            raw = Path(self.path).read_text(encoding=self.encoding).splitlines()
+        except UnicodeDecodeError as e:
+            raise ConfigError("encoding", f"{self.path} is not {self.encoding}: {e.reason} at byte {e.start}; set augment.encoding") from None
+        seen, texts, leaked = set(own), [], 0
+        for line in raw:
+            text = " ".join(line.split())
+            if not text or text in seen:
+                continue
+            seen.add(text)
+            if text in held:
+                leaked += 1
+                continue
+            texts.append(text)
+        if self.max_rows is not None and self.max_rows < len(texts):
+            keep = sorted(random.Random(self.seed).sample(range(len(texts)), self.max_rows))
+            texts = [texts[i] for i in keep]
+        return texts, leaked
+
+    def apply(self, data, teacher=None, tokenizer=None) -> None:
+        own = data.texts("train")
+        held = {t for split in data.eval_splits for t in data.texts(split)}
+        added, leaked = self.lines(own, held)
+        check(added, "path", f"{self.path} has no line to add (blank, repeats, training or evaluation texts only)")
+        data.add_train_texts(added)
+        self.report = {"augment/train_rows_own": len(own), "augment/train_rows_added": len(added),
+                       "augment/rows_dropped_eval": leaked}
+        log.info("augment: %d corpus lines added to %d training sentences (labelled by the teacher); %d equal to an "
+                 "evaluation text dropped", len(added), len(own), leaked)
