@@ -34,6 +34,11 @@ def clean(sample: str) -> str:
     return " ".join(sample.split("\n", 1)[0].strip().lower().split())
 
 
+def rejected(text: str, held: set[str], seen: set[str]) -> str | None:
+    """Why a cleaned sample is not kept (``short``, ``dev/test``, ``repeat``), or None."""
+    return "short" if len(text.split()) < 3 else "dev/test" if text in held else "repeat" if text in seen else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="text file, one sentence a line (appended to on resume)")
@@ -61,7 +66,8 @@ def main(argv=None) -> int:
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    newline = tok("\n", add_special_tokens=False).input_ids[-1]
+    newline = tok("\n", add_special_tokens=False).input_ids  # a sample ends at the end of its line (if the vocabulary has one)
+    stop = [*newline[-1:], tok.eos_token_id]
 
     progress = a.out.with_name(a.out.name + ".batches")   # batches done, so a resumed run draws the next ones
     kept = a.out.read_text(encoding="utf-8").splitlines() if a.out.exists() else []
@@ -78,10 +84,10 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 out = model.generate(**enc, do_sample=True, temperature=a.temperature, top_p=a.top_p,
                                      max_new_tokens=a.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                     eos_token_id=[newline, tok.eos_token_id])
+                                     eos_token_id=stop)
             for sample in tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True):
                 s = clean(sample)
-                why = "short" if len(s.split()) < 3 else "dev/test" if s in held else "repeat" if s in seen else None
+                why = rejected(s, held, seen)
                 if why:
                     dropped[why] += 1
                     continue
