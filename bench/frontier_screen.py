@@ -55,7 +55,10 @@ SETS = {  # named variant sets: name -> overrides
     "vocab": {"x5k": "vocab.extra_tokens=5000", "x10k": "vocab.extra_tokens=10000", "x13k": "vocab.extra_tokens=13000"},
 }
 COLUMNS = ["variant", "seed", "rc", "wall_s", "teacher/dev_acc", "teacher/test_acc", "student/dev_acc", "deploy/onnx_dev_acc",
-           "deploy/onnx_test_acc", "status", "overrides"]
+           "deploy/onnx_test_acc", "status", "overrides", "deploy/onnx_holdout_acc"]  # held-out rows last: older lines have none
+
+
+HELD = "deploy/onnx_holdout_acc"  # with data.holdout=N: the split a study selects on (dev and test only measured)
 
 
 def key_of(token: str) -> str:
@@ -84,6 +87,15 @@ def metrics(db: Path) -> tuple[dict[str, float], str]:
     return dict(rows), status
 
 
+def held_cell(rows: list[dict[str, str]]) -> str:
+    """Mean ± std of the held-out accuracy over the rows that have it (and how many, when not all)."""
+    vals = [float(r[HELD]) for r in rows if r.get(HELD, "nan") != "nan"]
+    if not vals:
+        return ""
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.4f} ± {sd:.4f}" + (f" ({len(vals)} seeds)" if len(vals) < len(rows) else "")
+
+
 def report(tsv: Path) -> str:
     lines = [ln.split("\t") for ln in tsv.read_text().splitlines() if ln and not ln.startswith("variant\t")]
     by: dict[str, list[dict[str, str]]] = {}
@@ -104,9 +116,11 @@ def report(tsv: Path) -> str:
         vals = [float(r[key]) for r in rows]
         return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), vals
 
+    held = any(r.get(HELD, "nan") != "nan" for rows in by.values() for r in rows)  # a column only where runs held rows out
     out = [f"# Frontier screen: `{tsv.name}`", "", "Each run: the frontier command (`bench/frontier_screen.py`) + the variant's overrides, `seed=S`. "
            "Accuracy of the deployed ONNX model; % of the teacher's dev/test accuracy.", "",
-           "| variant | overrides | seeds | dev per seed | dev mean ± std | % of teacher | test mean ± std | % of teacher |", "|---|---|---|---|---|---|---|---|"]
+           "| variant | overrides | seeds | dev per seed | dev mean ± std | % of teacher | test mean ± std | % of teacher |"
+           + (" held-out mean ± std |" if held else ""), "|---|---|---|---|---|---|---|---|" + ("---|" if held else "")]
     for name, rows in by.items():
         rows.sort(key=lambda r: int(r["seed"]))
         dev, dev_sd, devs = stat(rows, "deploy/onnx_dev_acc")
@@ -114,19 +128,20 @@ def report(tsv: Path) -> str:
         t_dev, t_test = float(rows[0]["teacher/dev_acc"]), float(rows[0]["teacher/test_acc"])
         overrides = f"`{rows[0]['overrides']}`" if rows[0]["overrides"] else "(none)"
         out.append(f"| {name} | {overrides} | {','.join(r['seed'] for r in rows)} | {' / '.join(f'{v:.4f}' for v in devs)} | "
-                   f"{dev:.4f} ± {dev_sd:.4f} | {100 * dev / t_dev:.1f} % | {test:.4f} ± {test_sd:.4f} | {100 * test / t_test:.1f} % |")
+                   f"{dev:.4f} ± {dev_sd:.4f} | {100 * dev / t_dev:.1f} % | {test:.4f} ± {test_sd:.4f} | {100 * test / t_test:.1f} % |"
+                   + (f" {held_cell(rows)} |" if held else ""))
     base = {r["seed"]: r for r in by.get("base", [])}
     paired = [(name, [(r, base[r["seed"]]) for r in rows if r["seed"] in base]) for name, rows in by.items() if name != "base"]
     paired = [(name, pairs) for name, pairs in paired if len(pairs) > 1]
     if paired:
         out += ["", "Paired by seed with `base` (the variant's run minus base's run of the same seed; mean ± standard error, in points):", "",
-                "| variant | seeds | dev Δ pt | test Δ pt |", "|---|---|---|---|"]
+                "| variant | seeds | dev Δ pt | test Δ pt |" + (" held-out Δ pt |" if held else ""), "|---|---|---|---|" + ("---|" if held else "")]
         for name, pairs in paired:
             cells = []
-            for key in ("deploy/onnx_dev_acc", "deploy/onnx_test_acc"):
-                d = [100 * (float(r[key]) - float(b[key])) for r, b in pairs]
-                cells.append(f"{statistics.mean(d):+.2f} ± {statistics.stdev(d) / len(d) ** 0.5:.2f}")
-            out.append(f"| {name} | {','.join(r['seed'] for r, _ in pairs)} | {cells[0]} | {cells[1]} |")
+            for key in ("deploy/onnx_dev_acc", "deploy/onnx_test_acc", *([HELD] if held else [])):
+                d = [100 * (float(r[key]) - float(b[key])) for r, b in pairs if r.get(key, "nan") != "nan" != b.get(key, "nan")]
+                cells.append(f"{statistics.mean(d):+.2f} ± {statistics.stdev(d) / len(d) ** 0.5:.2f}" if len(d) > 1 else "")
+            out.append(f"| {name} | {','.join(r['seed'] for r, _ in pairs)} | " + " | ".join(cells) + " |")
     if repeats:
         out += ["", f"{repeats} runs were repeated (same variant and seed, another process): {same} of them gave the same dev and test accuracy."]
     return "\n".join(out) + "\n"
@@ -183,7 +198,8 @@ def main() -> None:
             name, seed, proc, root, start = item
             m, status = metrics(root / "mlflow.db")
             cells = [name, seed, proc.returncode, f"{time.perf_counter() - start:.0f}",
-                     *(f"{m.get(k, float('nan')):.4f}" for k in COLUMNS[4:9]), status, variants[name]]
+                     *(f"{m.get(k, float('nan')):.4f}" for k in COLUMNS[4:9]), status, variants[name],
+                     f"{m.get(HELD, float('nan')):.4f}"]
             with args.out.open("a") as f:
                 f.write("\t".join(map(str, cells)) + "\n")
             print(*cells, sep="\t", flush=True)

@@ -77,6 +77,20 @@ def test_frontier_screen_report_counts_a_repeated_run_once(tmp_path):
     assert "| x | (none) | 0 |" in md and "1 runs were repeated" in md and "1 of them gave the same" in md
 
 
+def test_frontier_screen_report_gives_held_out_rows_where_runs_have_them(tmp_path):
+    """Lines without the held-out column (older files) still parse; a variant's held-out mean and its paired
+    difference with base come from the lines that have it."""
+    screen = _frontier_screen()
+    tsv = tmp_path / "s.tsv"
+    row = lambda name, seed, dev, *held: "\t".join([name, str(seed), "0", "60", "0.8784", "0.8929", dev, dev, "0.8200", "FINISHED", "", *held])
+    tsv.write_text("\n".join(["\t".join(screen.COLUMNS), row("base", 0, "0.8300"), row("base", 1, "0.8400", "0.8200"),
+                              row("base", 2, "0.8300", "0.8300"), row("x", 1, "0.8300", "0.8400"), row("x", 2, "0.8300", "0.8400")]) + "\n")
+    md = screen.report(tsv)
+    assert "| base | (none) | 0,1,2 |" in md and "| 0.8250 ± 0.0071 (2 seeds) |" in md
+    assert "| x | (none) | 1,2 |" in md and "| 0.8400 ± 0.0000 |" in md
+    assert "| x | 1,2 | -0.50 ± 0.50 | +0.00 ± 0.00 | +1.50 ± 0.50 |" in md  # dev, test, held-out
+
+
 def test_op_profile_sums_kernel_time_by_operator_type(tmp_path):
     spec = importlib.util.spec_from_file_location("op_profile", ROOT / "bench" / "op_profile.py")
     profile = importlib.util.module_from_spec(spec)
