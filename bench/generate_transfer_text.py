@@ -1,6 +1,6 @@
 """Unlabelled in-domain text for distillation, written by a small causal LM (a transfer set for ``augment=corpus``).
 
-    python bench/generate_transfer_text.py --out DIR/sst2_generated.txt --n 6000
+    python bench/generate_transfer_text.py --out DIR/sst2_generated.txt --n 5000
 
 Each prompt shows ``--shots`` training sentences (text only, never a label) under a one-line heading and asks
 for one more; the model samples until the end of the line. The examples and the sampling are seeded per batch,
@@ -8,7 +8,8 @@ so a rerun with the same arguments writes the same file, and a killed run contin
 sentences already written are kept; ``--n`` counts kept sentences). Kept: the first line of each sample, lower-
 cased, with 3 or more words, not a repeat of a kept or a training sentence, and not a dev or test sentence
 (decontamination: the count dropped is printed). The default model is the SmolLM2-135M-Instruct GGUF in
-``../shared``; any Hugging Face causal LM directory or hub name works (``--gguf-file ''``).
+``../shared`` (it needs ``pip install -e '.[llm]'``: gguf, accelerate); any Hugging Face causal LM directory or hub
+name works (``--gguf-file ''``).
 """
 
 from __future__ import annotations
