@@ -90,10 +90,12 @@ def test_killed_run_resumes_in_the_same_run_with_the_same_metrics(compose_cfg, t
 
     # the uninterrupted run: same store (a new sqlite store costs seconds of migrations), its own experiment
     reference = run(compose_cfg(f"paths.root_dir={root}", *RESUMABLE, f"paths.cache_dir={cache}", "tracking.experiment_name=reference"), {})
-    assert final_metrics(resumed) == final_metrics(reference)
+    # equal to float rounding: the killed/resumed process runs with one thread, the reference in this one, and a
+    # parallel reduction's order varies with load (seen: test NLL 3e-11 apart). A wrong resume differs by far more.
+    assert final_metrics(resumed) == pytest.approx(final_metrics(reference), rel=1e-9, abs=0)
     assert "student/dev_nll" in final_metrics(resumed) and "student/size_mb" in final_metrics(resumed)
     logged = runs.filter(like="metrics.student/dev_nll").iloc[0, 0]
-    assert logged == pytest.approx(reference["student/dev_nll"], rel=1e-12)
+    assert logged == pytest.approx(reference["student/dev_nll"], rel=1e-9)
 
 
 def test_resume_without_checkpoint_is_one_config_error_and_no_run(compose_cfg, tmp_path):
