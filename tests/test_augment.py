@@ -180,10 +180,10 @@ def test_corpus_lines_drop_blanks_repeats_training_and_evaluation_texts_and_draw
     from distilkit.data.augment import CorpusAugment
 
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("new line one\n\n  new   line two \ndull\nnew line one\nfunny film\nnew line three\nnew line four\n")
+    corpus.write_text("new line one\n\n  new   line two \ndull\nnew line one\nfunny film\nnew line three\nFunny  FILM\nnew line four\n")
     own, held = ["dull"], {"funny film"}
     texts, leaked = CorpusAugment(str(corpus)).lines(own, held)
-    assert texts == ["new line one", "new line two", "new line three", "new line four"] and leaked == 1
+    assert texts == ["new line one", "new line two", "new line three", "new line four"] and leaked == 2  # case, spacing aside
     draws = {tuple(CorpusAugment(str(corpus), max_rows=2, seed=s).lines(own, held)[0]) for s in range(12)}
     assert all(len(d) == 2 and list(d) == [t for t in texts if t in d] for d in draws)  # two lines, file order kept
     assert len(draws) > 1  # the seed decides the draw

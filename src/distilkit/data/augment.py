@@ -150,11 +150,16 @@ class WordReplaceAugment:
                  len(added), len(own), len(table))
 
 
+def same_text(text: str) -> str:
+    """What two texts share when they differ only in case and spacing (the decontamination key)."""
+    return " ".join(text.casefold().split())
+
+
 class CorpusAugment:
     """``augment=corpus``: unlabelled text from a file, one text a line (in-domain text you have, or the transfer
     set ``bench/generate_transfer_text.py`` writes), added to the training split and labelled by the teacher.
     Blank lines, repeats and the training split's own texts are dropped, and so is any line equal to a text of
-    an evaluation split (dev, test, holdout), so the corpus cannot leak what the model is measured on; the count
+    an evaluation split (dev, test, holdout; case and spacing aside), so the corpus cannot leak what the model is measured on; the count
     is reported. ``max_rows``: a seeded draw of that many lines (file order kept); null: every line."""
 
     def __init__(self, path: str, max_rows: int | None = None, encoding: str = "utf-8", seed: int = 0):
@@ -173,12 +178,13 @@ class CorpusAugment:
         except UnicodeDecodeError as e:
             raise ConfigError("encoding", f"{self.path} is not {self.encoding}: {e.reason} at byte {e.start}; set augment.encoding") from None
         seen, texts, leaked = set(own), [], 0
+        held = {same_text(t) for t in held}
         for line in raw:
             text = " ".join(line.split())
             if not text or text in seen:
                 continue
             seen.add(text)
-            if text in held:
+            if same_text(text) in held:  # case and spacing aside: an uncased tokenizer reads them alike
                 leaked += 1
                 continue
             texts.append(text)
