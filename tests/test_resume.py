@@ -90,9 +90,10 @@ def test_killed_run_resumes_in_the_same_run_with_the_same_metrics(compose_cfg, t
 
     # the uninterrupted run: same store (a new sqlite store costs seconds of migrations), its own experiment
     reference = run(compose_cfg(f"paths.root_dir={root}", *RESUMABLE, f"paths.cache_dir={cache}", "tracking.experiment_name=reference"), {})
-    # equal to float rounding: the killed/resumed process runs with one thread, the reference in this one, and a
-    # parallel reduction's order varies with load (seen: test NLL 3e-11 apart). A wrong resume differs by far more.
-    assert final_metrics(resumed) == pytest.approx(final_metrics(reference), rel=1e-9, abs=0)
+    # equal to float rounding: the killed/resumed process runs with one thread, the reference in this pytest worker,
+    # whose thread settings earlier tests may change (seen in full suites: test NLL 3e-11 apart, the test KL to the
+    # teacher, 1.07e-5, 7e-14 apart). A wrong resume (other weights) differs by far more.
+    assert final_metrics(resumed) == pytest.approx(final_metrics(reference), rel=1e-9, abs=1e-12)
     assert "student/dev_nll" in final_metrics(resumed) and "student/size_mb" in final_metrics(resumed)
     logged = runs.filter(like="metrics.student/dev_nll").iloc[0, 0]
     assert logged == pytest.approx(reference["student/dev_nll"], rel=1e-9)
