@@ -125,16 +125,16 @@ def render(sweep: str, results: Path, root: Path, latency_ms: float, size_mb: fl
         if frontier:
             name, row = frontier[0]
             where = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
-            best = f"Best row of `{where}/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
+            head = f"Best row of `{where}/compress_sst2.md` within the same budget: `{name}` — dev {row['deploy/onnx_dev_acc']:.4f}, "
             cost = f"{row['session/ort_latency_b1_p50_ms']:.2f} ms, {row['deploy/onnx_size_mb']:.2f} MB."
             if holdout:  # the bench's rows distil the teacher fine-tuned on every training row; this study's teacher lacks the held-out ones
                 theirs, ours = 100 * row["deploy/onnx_dev_acc"] / row["teacher/dev_acc"], 100 * m[ACC] / m["teacher/dev_acc"]
-                md += ["", f"{best}{theirs:.1f} % of its teacher (fine-tuned on every training row, dev {row['teacher/dev_acc']:.4f}; chosen on dev), "
+                md += ["", f"{head}{theirs:.1f} % of its teacher (fine-tuned on every training row, dev {row['teacher/dev_acc']:.4f}; chosen on dev), "
                            f"{cost} Its teacher is not this study's, so the comparison is in retention: the search's model keeps {ours:.1f} %, "
                            f"{abs(theirs - ours):.1f} pt {'below' if theirs > ours else 'above'} it."]
             else:
                 gap = 100 * (row["deploy/onnx_dev_acc"] - m[ACC])
-                md += ["", f"{best}{cost} The search's model is {abs(gap):.2f} pt {'below' if gap > 0 else 'above'} it (target: within 1 pt)."]
+                md += ["", f"{head}{cost} The search's model is {abs(gap):.2f} pt {'below' if gap > 0 else 'above'} it (target: within 1 pt)."]
     rows = rows_of(runs)
     name = f"{sweep}_sst2"  # the study's name
     plot(rows, str(results / f"{name}.png"), bounds={LATENCY: latency_ms, SIZE: size_mb},

@@ -87,9 +87,14 @@ def metrics(db: Path) -> tuple[dict[str, float], str]:
     return dict(rows), status
 
 
+def measured(row: dict[str, str], key: str) -> bool:
+    """The row has a value for ``key`` (older lines lack the held-out column; a run without the split logs nan)."""
+    return row.get(key, "nan") != "nan"
+
+
 def held_cell(rows: list[dict[str, str]]) -> str:
     """Mean ± std of the held-out accuracy over the rows that have it (and how many, when not all)."""
-    vals = [float(r[HELD]) for r in rows if r.get(HELD, "nan") != "nan"]
+    vals = [float(r[HELD]) for r in rows if measured(r, HELD)]
     if not vals:
         return ""
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -116,7 +121,7 @@ def report(tsv: Path) -> str:
         vals = [float(r[key]) for r in rows]
         return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), vals
 
-    held = any(r.get(HELD, "nan") != "nan" for rows in by.values() for r in rows)  # a column only where runs held rows out
+    held = any(measured(r, HELD) for rows in by.values() for r in rows)  # a column only where runs held rows out
     out = [f"# Frontier screen: `{tsv.name}`", "", "Each run: the frontier command (`bench/frontier_screen.py`) + the variant's overrides, `seed=S`. "
            "Accuracy of the deployed ONNX model; % of the teacher's dev/test accuracy.", "",
            "| variant | overrides | seeds | dev per seed | dev mean ± std | % of teacher | test mean ± std | % of teacher |"
@@ -139,7 +144,7 @@ def report(tsv: Path) -> str:
         for name, pairs in paired:
             cells = []
             for key in ("deploy/onnx_dev_acc", "deploy/onnx_test_acc", *([HELD] if held else [])):
-                d = [100 * (float(r[key]) - float(b[key])) for r, b in pairs if r.get(key, "nan") != "nan" != b.get(key, "nan")]
+                d = [100 * (float(r[key]) - float(b[key])) for r, b in pairs if measured(r, key) and measured(b, key)]
                 cells.append(f"{statistics.mean(d):+.2f} ± {statistics.stdev(d) / len(d) ** 0.5:.2f}" if len(d) > 1 else "")
             out.append(f"| {name} | {','.join(r['seed'] for r, _ in pairs)} | " + " | ".join(cells) + " |")
     if repeats:

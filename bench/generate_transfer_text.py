@@ -22,13 +22,18 @@ from pathlib import Path
 
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+SHARED = ROOT.parent / "shared"
+
+from distilkit.data.augment import same_text  # noqa: E402  (the checkout's src, as bench/budget_sst2.py)
+from distilkit.data.text_lines import read_label_sentence_file  # noqa: E402
 HEADING = "Sentences from movie reviews:\n"
 
 
 def sentences(path: Path) -> list[str]:
-    """The text of a ``LABEL SENTENCE`` file (the label dropped)."""
-    return [line.split(" ", 1)[1].strip() for line in path.read_text(encoding="utf-8").splitlines() if " " in line]
+    """The text of a ``LABEL SENTENCE`` file (the label dropped), read as the data sources read it."""
+    return [ex.text for ex in read_label_sentence_file(path)]
 
 
 def clean(sample: str) -> str:
@@ -36,8 +41,9 @@ def clean(sample: str) -> str:
 
 
 def rejected(text: str, held: set[str], seen: set[str]) -> str | None:
-    """Why a cleaned sample is not kept (``short``, ``dev/test``, ``repeat``), or None."""
-    return "short" if len(text.split()) < 3 else "dev/test" if text in held else "repeat" if text in seen else None
+    """Why a cleaned sample is not kept (``short``, ``dev/test``, ``repeat``), or None. ``held``: the dev/test texts
+    as :func:`same_text` keys, the decontamination ``augment=corpus`` applies."""
+    return "short" if len(text.split()) < 3 else "dev/test" if same_text(text) in held else "repeat" if text in seen else None
 
 
 def main(argv=None) -> int:
@@ -60,7 +66,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     train = sentences(a.data / "train.txt")
-    held = set(sentences(a.data / "dev.txt")) | set(sentences(a.data / "test.txt"))
+    held = {same_text(t) for split in ("dev", "test") for t in sentences(a.data / f"{split}.txt")}
     gguf = {"gguf_file": a.gguf_file} if a.gguf_file else {}
     tok = AutoTokenizer.from_pretrained(a.model, **gguf)
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, **gguf).eval()

@@ -221,3 +221,14 @@ def test_corpus_in_pipeline_adds_teacher_labelled_lines_and_never_an_evaluation_
     stored = run.data.encoded["train"]
     assert len(stored["teacher_logits"]) == len(train) + 20
     assert torch.equal(stored["labels"][len(train):], stored["teacher_logits"][len(train):].argmax(-1))
+
+
+def test_corpus_in_another_encoding_is_one_error_naming_encoding_and_the_line(tmp_path):
+    from distilkit.data.augment import CorpusAugment
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes("a line\nun film charmant et \xe9mouvant\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        CorpusAugment(str(corpus)).lines([], set())
+    assert err.value.key == "encoding" and f"{corpus}:2:" in err.value.message
+    assert CorpusAugment(str(corpus), encoding="latin-1").lines([], set())[0] == ["a line", "un film charmant et \xe9mouvant"]

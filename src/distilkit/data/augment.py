@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from distilkit.errors import ConfigError, check
+from distilkit.data.text_lines import read_text
+from distilkit.errors import check
 from distilkit.tasks.base import serves
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,7 @@ class CorpusAugment:
 
     def lines(self, own: list[str], held: set[str]) -> tuple[list[str], int]:
         """The corpus texts to add (a draw of ``max_rows`` in file order), and how many equalled an evaluation text."""
-        try:
-            raw = Path(self.path).read_text(encoding=self.encoding).splitlines()
-        except UnicodeDecodeError as e:
-            raise ConfigError("encoding", f"{self.path} is not {self.encoding}: {e.reason} at byte {e.start}; set augment.encoding") from None
+        raw = read_text(Path(self.path), self.encoding).splitlines()  # a wrong encoding: one error naming file:line
         seen, texts, leaked = set(own), [], 0
         held = {same_text(t) for t in held}
         for line in raw:
